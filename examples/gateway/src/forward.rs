@@ -40,8 +40,10 @@ impl Forward {
     /// An axum handler that forwards.
     pub fn into_handler(
         self,
-    ) -> impl Fn(Request) -> std::pin::Pin<Box<dyn Future<Output = Response> + Send>> + Clone + Send + 'static
-    {
+    ) -> impl Fn(Request) -> std::pin::Pin<Box<dyn Future<Output = Response> + Send>>
+    + Clone
+    + Send
+    + 'static {
         move |request| {
             let this = self.clone();
             Box::pin(async move { this.forward(request).await })
@@ -60,18 +62,27 @@ impl Forward {
             .filter(|rest| rest.starts_with('/'))
             .unwrap_or(path_and_query);
         let Ok(uri) = format!("{}{stripped}", self.inner.base).parse::<Uri>() else {
-            return problem(StatusCode::BAD_REQUEST, "bad_target", "invalid request target");
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "bad_target",
+                "invalid request target",
+            );
         };
         parts.uri = uri;
         remove_hop_by_hop(&mut parts.headers);
         parts.headers.remove(http::header::HOST);
-        let client = parts
-            .extensions
-            .get::<ClientIp>()
-            .map(|c| c.0)
-            .or_else(|| parts.extensions.get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0.ip()));
+        let client = parts.extensions.get::<ClientIp>().map(|c| c.0).or_else(|| {
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip())
+        });
         if let Some(ip) = client {
-            let value = match parts.headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            let value = match parts
+                .headers
+                .get(&X_FORWARDED_FOR)
+                .and_then(|v| v.to_str().ok())
+            {
                 Some(prior) => format!("{prior}, {ip}"),
                 None => ip.to_string(),
             };
@@ -92,7 +103,11 @@ impl Forward {
             }
             Err(error) => {
                 tracing::warn!(%error, "upstream request failed");
-                problem(StatusCode::BAD_GATEWAY, "upstream_unavailable", "the upstream could not be reached")
+                problem(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_unavailable",
+                    "the upstream could not be reached",
+                )
             }
         }
     }

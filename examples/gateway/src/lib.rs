@@ -14,13 +14,14 @@
 //! ```
 #![forbid(unsafe_code)]
 
-pub mod demo;
 mod forward;
 
 use std::net::SocketAddr;
 
 use axum::{Router, routing::any, routing::get};
-use gateway_layers::core::{ClientIpLayer, ClientIpResolver, ProblemJson, Rejection, TrustedProxies};
+use gateway_layers::core::{
+    ClientIpLayer, ClientIpResolver, ProblemJson, Rejection, TrustedProxies,
+};
 use http::StatusCode;
 
 pub use forward::Forward;
@@ -51,13 +52,15 @@ pub fn app(upstreams: &Upstreams) -> Router {
         })
         // Resolve the client IP once, for every layer and for X-Forwarded-For. Only a
         // proxy on this host is trusted to report another address.
-        .layer(ClientIpLayer::new(ClientIpResolver::new(TrustedProxies::loopback())))
+        .layer(ClientIpLayer::new(ClientIpResolver::new(
+            TrustedProxies::loopback(),
+        )))
 }
 
 /// Starts the two demo upstreams on loopback and returns their URLs.
 pub async fn start_demo_upstreams() -> std::io::Result<Upstreams> {
-    let users = demo::serve(demo::users_app()).await?;
-    let orders = demo::serve(demo::orders_app()).await?;
+    let users = example_demo_services::serve(example_demo_services::users_app()).await?;
+    let orders = example_demo_services::serve(example_demo_services::orders_app()).await?;
     Ok(Upstreams {
         users: format!("http://{users}"),
         orders: format!("http://{orders}"),

@@ -17,7 +17,10 @@ async fn routes_reach_demo_upstreams() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(body_json(response.into_body()).await["name"], "Ada");
+    assert_eq!(
+        body_json(response.into_body()).await["name"],
+        "Ada Lovelace"
+    );
 
     let response = app
         .clone()
@@ -43,7 +46,10 @@ async fn unknown_route_is_problem_json_404() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
     assert_eq!(body_json(response.into_body()).await["code"], "no_route");
 }
 
@@ -61,7 +67,9 @@ async fn forwards_path_headers_and_client_ip() {
         .body(Body::empty())
         .unwrap();
     request.extensions_mut().insert(axum::extract::ConnectInfo(
-        "198.51.100.20:5555".parse::<std::net::SocketAddr>().unwrap(),
+        "198.51.100.20:5555"
+            .parse::<std::net::SocketAddr>()
+            .unwrap(),
     ));
     let response = app(&upstreams).oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -69,7 +77,10 @@ async fn forwards_path_headers_and_client_ip() {
     assert_eq!(echo["uri"], "/users/7?x=1");
     assert!(echo["headers"].get("x-user-id").is_none());
     // The untrusted peer's XFF entry is kept as history, and its real address appended.
-    assert_eq!(echo["headers"]["x-forwarded-for"][0], "6.6.6.6, 198.51.100.20");
+    assert_eq!(
+        echo["headers"]["x-forwarded-for"][0],
+        "6.6.6.6, 198.51.100.20"
+    );
 }
 
 #[tokio::test]
@@ -85,7 +96,10 @@ async fn dead_upstream_is_502_problem() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
-    assert_eq!(body_json(response.into_body()).await["code"], "upstream_unavailable");
+    assert_eq!(
+        body_json(response.into_body()).await["code"],
+        "upstream_unavailable"
+    );
 }
 
 #[tokio::test]
@@ -103,6 +117,9 @@ async fn serves_over_tcp() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(body_json(response.into_body()).await["name"], "Grace");
+    assert_eq!(
+        body_json(response.into_body()).await["name"],
+        "Grace Hopper"
+    );
     server.abort();
 }
