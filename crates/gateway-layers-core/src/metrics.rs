@@ -2,8 +2,10 @@
 //!
 //! Layers report counters and histograms named `gateway.<layer>.<what>` through this
 //! module. With no recorder installed a report costs one atomic load. Install one
-//! with [`set_recorder`]: your own [`MetricsRecorder`], or [`OtelRecorder`] (feature
-//! `otel`) which forwards to an OpenTelemetry meter.
+//! with [`set_recorder`]: your own [`MetricsRecorder`], [`PrometheusRecorder`] (keeps
+//! the series in memory and renders the Prometheus text format for a `/metrics`
+//! endpoint), or `OtelRecorder` (feature `otel`) which forwards to an OpenTelemetry
+//! meter.
 //!
 //! ```
 //! use gateway_layers_core::metrics::{self, MetricsRecorder};
@@ -81,6 +83,10 @@ pub fn gauge(name: &'static str, value: i64, labels: &[(&'static str, &str)]) {
 
 #[cfg(feature = "otel")]
 pub use otel::OtelRecorder;
+
+pub use prometheus::{DEFAULT_BUCKETS, MAX_SERIES, PrometheusRecorder};
+
+mod prometheus;
 
 #[cfg(feature = "otel")]
 mod otel {
