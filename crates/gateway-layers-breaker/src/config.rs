@@ -317,66 +317,21 @@ impl BreakerConfig {
     }
 }
 
+/// Parses `"250ms"`, `"30s"`, `"5m"`, `"1h"` or a bare number of milliseconds (the
+/// shared syntax of `gateway_layers_core::duration`).
 #[cfg(any(feature = "serde", test))]
-/// Parses `"250ms"`, `"30s"`, `"5m"`, `"1h"` or a bare number of milliseconds.
 pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().ok()?;
-    let scale = match unit.trim() {
-        "" | "ms" => 0.001,
-        "us" => 0.000_001,
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => return None,
-    };
-    let secs = value * scale;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    gateway_layers_core::duration::parse(text).ok()
 }
 
 #[cfg(feature = "serde")]
 pub(crate) mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, de::Error};
-
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Millis(u64),
-        Text(String),
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        match Raw::deserialize(d)? {
-            Raw::Millis(ms) => Ok(Duration::from_millis(ms)),
-            Raw::Text(text) => super::parse_duration(&text).ok_or_else(|| {
-                D::Error::custom(format!(
-                    "invalid duration {text:?} (expected e.g. \"250ms\", \"30s\", \"5m\")"
-                ))
-            }),
-        }
-    }
+    pub(crate) use gateway_layers_core::duration::deserialize;
 }
 
 #[cfg(feature = "serde")]
 pub(crate) mod opt_duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    #[derive(Deserialize)]
-    struct Wrapper(#[serde(with = "super::duration")] Duration);
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        Ok(Option::<Wrapper>::deserialize(d)?.map(|w| w.0))
-    }
+    pub(crate) use gateway_layers_core::duration::deserialize_option as deserialize;
 }
 
 #[cfg(test)]

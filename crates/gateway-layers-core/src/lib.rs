@@ -15,7 +15,11 @@
 //! - [`classify`]: [`Classify`], what counts as a failure for the breaker and retry.
 //! - [`headers`]: hop-by-hop headers and validation of header values built at run time.
 //! - [`template`]: header value templates such as `user-{claim.sub}`.
-//! - [`metrics`]: a process-wide metrics hook (OpenTelemetry behind the `otel` feature).
+//! - [`duration`]: one duration syntax for every configuration file.
+//! - [`metrics`]: a process-wide metrics hook, a Prometheus text recorder, and an
+//!   OpenTelemetry recorder behind the `otel` feature.
+//! - `trace` (feature `otel`): W3C trace context taken from clients and passed on to
+//!   upstreams.
 //!
 //! # Example
 //!
@@ -40,6 +44,7 @@
 pub mod body;
 pub mod classify;
 pub mod client_ip;
+pub mod duration;
 mod error;
 pub mod ext;
 pub mod headers;
@@ -48,6 +53,9 @@ pub mod key;
 pub mod metrics;
 pub mod rejection;
 pub mod template;
+#[cfg(feature = "otel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
+pub mod trace;
 mod view;
 
 pub use body::GatewayBody;

@@ -358,56 +358,12 @@ impl RetryConfig {
 /// Durations as integer milliseconds or `"250ms"` / `"2s"` / `"1m"` strings.
 #[cfg(feature = "serde")]
 mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, de::Error};
-
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Millis(u64),
-        Text(String),
-    }
-
-    pub(super) fn parse(text: &str) -> Result<Duration, String> {
-        let text = text.trim();
-        let (number, unit) = text
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .map_or((text, "ms"), |i| (&text[..i], text[i..].trim()));
-        let value: f64 = number
-            .parse()
-            .map_err(|_| format!("invalid duration {text:?}"))?;
-        let secs = match unit {
-            "ms" => value / 1000.0,
-            "s" => value,
-            "m" => value * 60.0,
-            "h" => value * 3600.0,
-            _ => return Err(format!("invalid duration unit in {text:?} (ms, s, m, h)")),
-        };
-        Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {text:?}: {e}"))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        match Raw::deserialize(d)? {
-            Raw::Millis(ms) => Ok(Duration::from_millis(ms)),
-            Raw::Text(text) => parse(&text).map_err(D::Error::custom),
-        }
-    }
+    pub(super) use gateway_layers_core::duration::{deserialize, parse};
 }
 
 #[cfg(feature = "serde")]
 mod opt_duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        #[derive(Deserialize)]
-        struct Wrap(#[serde(with = "super::duration")] Duration);
-        Ok(Option::<Wrap>::deserialize(d)?.map(|Wrap(d)| d))
-    }
+    pub(super) use gateway_layers_core::duration::deserialize_option as deserialize;
 }
 
 #[cfg(test)]
