@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Load benchmark of gateway-layers-proxy on loopback (not part of the test run).
+#
+#   bash benches/proxy/load.sh                 # defaults below
+#   DURATION=10 ROUNDS=5 CONNECTIONS=64 bash benches/proxy/load.sh
+#
+# Builds the release binary `proxy_load` (crates/gateway-layers-proxy/examples), then
+# starts on 127.0.0.1:
+#   - an upstream (hyper, 13-byte body)              :18080
+#   - gateway-layers-proxy `Proxy` (hyper server)    :18081
+#   - a bare hyper-util forwarding handler           :18082
+#   - nginx as a plain reverse proxy, keepalive      :18083
+# and measures each proxy with wrk (installed with apt-get if missing) in alternating
+# runs: round 1 nginx, bare, gateway; round 2 the same; ... It prints per-run numbers,
+# the median requests/s and p99 of each, and the ratios gateway/nginx and gateway/bare
+# (throughput: higher is better; p99 ratio = other p99 / gateway p99, higher is better).
+#
+# Fairness: each proxy gets PROXY_THREADS worker threads (nginx: worker processes) and
+# is pinned to PROXY_CPUS; the upstream and wrk share LOADGEN_CPUS (taskset, when
+# available and the machine has at least 2 CPUs). Everything is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+DURATION="${DURATION:-5}"          # seconds per run
+ROUNDS="${ROUNDS:-3}"              # alternating rounds
+CONNECTIONS="${CONNECTIONS:-64}"   # wrk connections
+WRK_THREADS="${WRK_THREADS:-1}"
+PROXY_THREADS="${PROXY_THREADS:-1}"
+UPSTREAM_THREADS="${UPSTREAM_THREADS:-1}"
+PROXY_CPUS="${PROXY_CPUS:-0}"
+LOADGEN_CPUS="${LOADGEN_CPUS:-1}"
+UPSTREAM_PORT=18080 GATEWAY_PORT=18081 BARE_PORT=18082 NGINX_PORT=18083
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+need() {
+    local bin="$1" pkg="$2"
+    if ! command -v "$bin" >/dev/null 2>&1; then
+        echo "installing $pkg" >&2
+        as_root apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$pkg" >/dev/null
+    fi
+    command -v "$bin" >/dev/null 2>&1 || { echo "$bin is required" >&2; exit 1; }
+}
+need wrk wrk
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then need nginx nginx-light; fi
+NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+
+pin() { # pin CPUS cmd...
+    local cpus="$1"; shift
+    if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then taskset -c "$cpus" "$@"; else "$@"; fi
+}
+
+echo "building release binary..." >&2
+cargo build --release -q -p gateway-layers-proxy --example proxy_load
+BIN="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/examples/proxy_load"
+[ -x "$BIN" ] || { echo "binary not found: $BIN" >&2; exit 1; }
+
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+pin "$LOADGEN_CPUS" "$BIN" upstream "127.0.0.1:$UPSTREAM_PORT" "$UPSTREAM_THREADS" >"$WORK/upstream.log" 2>&1 & PIDS+=($!)
+pin "$PROXY_CPUS" "$BIN" gateway "127.0.0.1:$GATEWAY_PORT" "127.0.0.1:$UPSTREAM_PORT" "$PROXY_THREADS" >"$WORK/gateway.log" 2>&1 & PIDS+=($!)
+pin "$PROXY_CPUS" "$BIN" bare "127.0.0.1:$BARE_PORT" "127.0.0.1:$UPSTREAM_PORT" "$PROXY_THREADS" >"$WORK/bare.log" 2>&1 & PIDS+=($!)
+
+mkdir -p "$WORK/nginx/logs"
+cat >"$WORK/nginx.conf" <<EOF
+worker_processes $PROXY_THREADS;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx/body;
+    proxy_temp_path $WORK/nginx/proxy;
+    fastcgi_temp_path $WORK/nginx/fastcgi;
+    uwsgi_temp_path $WORK/nginx/uwsgi;
+    scgi_temp_path $WORK/nginx/scgi;
+    upstream backend {
+        server 127.0.0.1:$UPSTREAM_PORT;
+        keepalive 256;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_buffering off;
+        }
+    }
+}
+EOF
+pin "$PROXY_CPUS" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx.conf" -g 'daemon off;' >"$WORK/nginx.log" 2>&1 & PIDS+=($!)
+
+wait_port() {
+    for _ in $(seq 1 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "port $1 did not open" >&2; cat "$WORK"/*.log >&2; exit 1
+}
+for port in $UPSTREAM_PORT $GATEWAY_PORT $BARE_PORT $NGINX_PORT; do wait_port "$port"; done
+if command -v curl >/dev/null 2>&1; then
+    for port in $GATEWAY_PORT $BARE_PORT $NGINX_PORT; do
+        curl -fsS -o /dev/null "http://127.0.0.1:$port/check" || { echo "proxy on $port does not answer 2xx" >&2; cat "$WORK"/*.log >&2; exit 1; }
+    done
+fi
+
+# p99 in microseconds from wrk --latency output.
+to_us() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
+        if (u == "us") print n; else if (u == "ms") print n * 1000; else if (u == "s") print n * 1000000; else print n;
+    }'
+}
+run() { # name port -> "rps p99_us"
+    local out rps p99
+    out="$(pin "$LOADGEN_CPUS" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$2/bench")"
+    rps="$(echo "$out" | awk '/Requests\/sec/ {print $2}')"
+    p99="$(to_us "$(echo "$out" | awk '$1 == "99%" {print $2}')")"
+    if echo "$out" | grep -q 'Non-2xx'; then echo "$1: non-2xx responses!" >&2; echo "$out" >&2; fi
+    echo "$rps $p99"
+}
+
+# Warm-up (connections, pools), not counted.
+for port in $NGINX_PORT $BARE_PORT $GATEWAY_PORT; do
+    pin "$LOADGEN_CPUS" wrk -t1 -c"$CONNECTIONS" -d1s "http://127.0.0.1:$port/warm" >/dev/null
+done
+
+declare -A RPS P99
+for round in $(seq 1 "$ROUNDS"); do
+    for name in nginx bare gateway; do
+        case $name in nginx) port=$NGINX_PORT ;; bare) port=$BARE_PORT ;; gateway) port=$GATEWAY_PORT ;; esac
+        read -r rps p99 < <(run "$name" "$port")
+        printf 'round %d  %-8s %10.0f req/s   p99 %8.0f us\n' "$round" "$name" "$rps" "$p99"
+        RPS[$name]+="$rps "
+        P99[$name]+="$p99 "
+    done
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+declare -A MR MP
+for name in nginx bare gateway; do
+    MR[$name]="$(echo "${RPS[$name]}" | median)"
+    MP[$name]="$(echo "${P99[$name]}" | median)"
+done
+echo
+echo "median of $ROUNDS alternating runs (${DURATION}s each, $CONNECTIONS connections, $PROXY_THREADS proxy thread(s)):"
+for name in nginx bare gateway; do
+    printf '  %-8s %10.0f req/s   p99 %8.0f us\n' "$name" "${MR[$name]}" "${MP[$name]}"
+done
+awk -v g="${MR[gateway]}" -v n="${MR[nginx]}" -v b="${MR[bare]}" \
+    -v gp="${MP[gateway]}" -v np="${MP[nginx]}" -v bp="${MP[bare]}" 'BEGIN {
+    printf "throughput: gateway/nginx = %.2fx   gateway/bare = %.2fx   bare/nginx = %.2fx\n", g / n, g / b, b / n;
+    printf "p99 (other/gateway, >1 means gateway is faster): nginx/gateway = %.2fx   bare/gateway = %.2fx\n", np / gp, bp / gp;
+}'

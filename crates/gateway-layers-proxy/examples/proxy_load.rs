@@ -1,0 +1,226 @@
+//! Servers for the load benchmark `benches/proxy/load.sh` (run that script; this
+//! binary is one of its parts).
+//!
+//! ```text
+//! cargo run --release -p gateway-layers-proxy --example proxy_load -- upstream 127.0.0.1:18080 [threads]
+//! cargo run --release -p gateway-layers-proxy --example proxy_load -- gateway  127.0.0.1:18081 127.0.0.1:18080 [threads]
+//! cargo run --release -p gateway-layers-proxy --example proxy_load -- bare     127.0.0.1:18082 127.0.0.1:18080 [threads]
+//! ```
+//!
+//! - `upstream`: answers every request with a 13-byte body.
+//! - `gateway`: `gateway_layers_proxy::Proxy` (defaults: X-Forwarded-*, hop-by-hop
+//!   stripping, timeouts) served by hyper's HTTP/1.1 server.
+//! - `bare`: a naive hyper-util forwarding handler (rewrite the URI, `client.request`).
+//! - `inproc direct|bare|gateway N`: all in one thread, for instruction counts
+//!   (`valgrind --tool=callgrind`).
+#![allow(missing_docs, clippy::print_stdout)]
+
+use std::{convert::Infallible, net::SocketAddr};
+
+use bytes::Bytes;
+use gateway_layers_proxy::Proxy;
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty, Full, combinators::UnsyncBoxBody};
+use hyper::body::Incoming;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioIo},
+    service::TowerToHyperService,
+};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type BoxBody = UnsyncBoxBody<Bytes, BoxError>;
+
+fn boxed<B>(body: B) -> BoxBody
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    UnsyncBoxBody::new(body.map_err(Into::into))
+}
+
+async fn serve<S>(addr: SocketAddr, service: S)
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<BoxBody>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send,
+{
+    let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+    println!("listening on {addr}");
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = service.clone();
+        tokio::spawn(async move {
+            let service = AddPeer {
+                inner: service,
+                peer,
+            };
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+        });
+    }
+}
+
+/// Puts the peer address into the request extensions (as axum's ConnectInfo would).
+#[derive(Clone)]
+struct AddPeer<S> {
+    inner: S,
+    peer: SocketAddr,
+}
+
+impl<S> hyper::service::Service<Request<Incoming>> for AddPeer<S>
+where
+    S: hyper::service::Service<Request<Incoming>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        req.extensions_mut().insert(self.peer);
+        self.inner.call(req)
+    }
+}
+
+/// `inproc direct|bare|gateway N`: everything in one single-threaded process (for
+/// instruction counting with callgrind): an upstream, the server under test and N
+/// sequential keep-alive requests.
+fn inproc(which: &str, n: usize) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let upstream: SocketAddr = "127.0.0.1:28080".parse().unwrap();
+        tokio::spawn(serve(
+            upstream,
+            hyper::service::service_fn(|_req: Request<Incoming>| async {
+                Ok::<_, Infallible>(Response::new(boxed(Full::new(Bytes::from_static(
+                    b"hello, world\n",
+                )))))
+            }),
+        ));
+        let front: SocketAddr = "127.0.0.1:28081".parse().unwrap();
+        match which {
+            "direct" => {}
+            "gateway" => {
+                let proxy = Proxy::new([format!("http://{upstream}")]).expect("proxy");
+                let service = tower::ServiceBuilder::new()
+                    .map_response(|r: gateway_layers_proxy::ProxyResponse| r.map(boxed))
+                    .service(proxy);
+                tokio::spawn(serve(front, TowerToHyperService::new(service)));
+            }
+            "bare" => {
+                tokio::spawn(bare(front, upstream));
+            }
+            other => panic!("unknown {other}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let target = if which == "direct" { upstream } else { front };
+        let client: Client<HttpConnector, Empty<Bytes>> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let uri: Uri = format!("http://{target}/bench").parse().unwrap();
+        for _ in 0..n {
+            let response = client
+                .request(Request::get(uri.clone()).body(Empty::new()).unwrap())
+                .await
+                .unwrap();
+            assert!(response.status().is_success());
+            response.into_body().collect().await.unwrap();
+        }
+        println!("{which}: {n} requests done");
+    });
+}
+
+async fn bare(listen: SocketAddr, upstream: SocketAddr) {
+    let client: Client<HttpConnector, Incoming> =
+        Client::builder(TokioExecutor::new()).build_http();
+    serve(
+        listen,
+        hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            let client = client.clone();
+            async move {
+                let pq = req
+                    .uri()
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_owned();
+                *req.uri_mut() = format!("http://{upstream}{pq}")
+                    .parse::<Uri>()
+                    .expect("uri");
+                Ok::<_, Infallible>(match client.request(req).await {
+                    Ok(response) => response.map(boxed),
+                    Err(_) => {
+                        let mut r = Response::new(boxed(Empty::new()));
+                        *r.status_mut() = StatusCode::BAD_GATEWAY;
+                        r
+                    }
+                })
+            }
+        }),
+    )
+    .await;
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("inproc") {
+        let n = args.get(2).map_or(1000, |n| n.parse().expect("count"));
+        return inproc(args.get(1).expect("direct|bare|gateway"), n);
+    }
+    let usage = "usage: proxy_load upstream LISTEN [threads] | gateway LISTEN UPSTREAM [threads] | bare LISTEN UPSTREAM [threads]";
+    let mode = args.first().expect(usage).clone();
+    let listen: SocketAddr = args.get(1).expect(usage).parse().expect("listen address");
+    let (upstream, threads_arg): (Option<SocketAddr>, Option<&String>) = if mode == "upstream" {
+        (None, args.get(2))
+    } else {
+        (
+            Some(args.get(2).expect(usage).parse().expect("upstream address")),
+            args.get(3),
+        )
+    };
+    let threads: usize = threads_arg.map_or(1, |t| t.parse().expect("threads"));
+    let runtime = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+    .expect("runtime");
+    runtime.block_on(async move {
+        match (mode.as_str(), upstream) {
+            ("upstream", _) => {
+                serve(
+                    listen,
+                    hyper::service::service_fn(|_req: Request<Incoming>| async {
+                        Ok::<_, Infallible>(Response::new(boxed(Full::new(Bytes::from_static(
+                            b"hello, world\n",
+                        )))))
+                    }),
+                )
+                .await;
+            }
+            ("gateway", Some(upstream)) => {
+                let proxy = Proxy::new([format!("http://{upstream}")]).expect("proxy");
+                let service = tower::ServiceBuilder::new()
+                    .map_response(|r: gateway_layers_proxy::ProxyResponse| r.map(boxed))
+                    .service(proxy);
+                serve(listen, TowerToHyperService::new(service)).await;
+            }
+            ("bare", Some(upstream)) => bare(listen, upstream).await,
+            _ => panic!("{usage}"),
+        }
+    });
+}
