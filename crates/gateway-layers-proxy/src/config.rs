@@ -356,76 +356,10 @@ pub struct ProxyConfig {
 
 #[cfg(feature = "serde")]
 mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, de::Error};
-
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Millis(u64),
-        Text(String),
-    }
-
-    fn parse(raw: Raw) -> Result<Duration, String> {
-        match raw {
-            Raw::Millis(ms) => Ok(Duration::from_millis(ms)),
-            Raw::Text(text) => {
-                let text = text.trim();
-                let split = text
-                    .find(|c: char| !c.is_ascii_digit() && c != '.')
-                    .unwrap_or(text.len());
-                let (number, unit) = text.split_at(split);
-                let number: f64 = number
-                    .parse()
-                    .map_err(|_| format!("invalid duration {text:?}"))?;
-                let secs = match unit.trim() {
-                    "ms" | "" => number / 1000.0,
-                    "s" => number,
-                    "m" => number * 60.0,
-                    "h" => number * 3600.0,
-                    other => return Err(format!("unknown duration unit {other:?}")),
-                };
-                Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
-            }
-        }
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        parse(Raw::deserialize(d)?).map_err(D::Error::custom)
-    }
+    //! The shared duration syntax of `gateway_layers_core::duration`.
+    pub(super) use gateway_layers_core::duration::deserialize;
 
     pub(super) mod option {
-        use super::*;
-
-        pub(in super::super) fn deserialize<'de, D: Deserializer<'de>>(
-            d: D,
-        ) -> Result<Option<Duration>, D::Error> {
-            match Option::<Raw>::deserialize(d)? {
-                None => Ok(None),
-                Some(raw) => parse(raw).map(Some).map_err(D::Error::custom),
-            }
-        }
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn forms() {
-            assert_eq!(parse(Raw::Millis(250)), Ok(Duration::from_millis(250)));
-            assert_eq!(
-                parse(Raw::Text("1.5s".into())),
-                Ok(Duration::from_millis(1500))
-            );
-            assert_eq!(
-                parse(Raw::Text("20ms".into())),
-                Ok(Duration::from_millis(20))
-            );
-            assert_eq!(parse(Raw::Text("2m".into())), Ok(Duration::from_secs(120)));
-            assert!(parse(Raw::Text("2 weeks".into())).is_err());
-            assert!(parse(Raw::Text("x".into())).is_err());
-        }
+        pub(in super::super) use gateway_layers_core::duration::deserialize_option as deserialize;
     }
 }
