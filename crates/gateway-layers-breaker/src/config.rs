@@ -319,7 +319,7 @@ impl BreakerConfig {
 
 /// Parses `"250ms"`, `"30s"`, `"5m"`, `"1h"` or a bare number of milliseconds (the
 /// shared syntax of `gateway_layers_core::duration`).
-#[cfg(any(feature = "serde", test))]
+#[cfg(test)]
 pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
     gateway_layers_core::duration::parse(text).ok()
 }

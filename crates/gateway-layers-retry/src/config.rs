@@ -358,7 +358,9 @@ impl RetryConfig {
 /// Durations as integer milliseconds or `"250ms"` / `"2s"` / `"1m"` strings.
 #[cfg(feature = "serde")]
 mod duration {
-    pub(super) use gateway_layers_core::duration::{deserialize, parse};
+    pub(super) use gateway_layers_core::duration::deserialize;
+    #[cfg(test)]
+    pub(super) use gateway_layers_core::duration::parse;
 }
 
 #[cfg(feature = "serde")]
