@@ -410,7 +410,8 @@ impl Composition {
             entry.insert("required".into(), report.required.into());
             entry.insert(
                 "elapsed_ms".into(),
-                json!(report.elapsed.as_secs_f64() * 1000.0),
+                // Microsecond resolution, in milliseconds.
+                json!(report.elapsed.as_micros() as f64 / 1000.0),
             );
             match &report.outcome {
                 Outcome::Ok(status) | Outcome::Status(status) => {

@@ -1,0 +1,266 @@
+//! Rate-limit overhead, side by side in one run:
+//!
+//! - `keyed_10k_2threads/{baseline,gateway,tower_governor}`: one call through the
+//!   service with 10,000 client IPs, two threads at once (the baseline is the bare inner
+//!   service; overhead = layer − baseline). Neither limiter refuses anything here.
+//!   `keyed_10k_1thread` is the same on one thread.
+//! - `windows/{1,2,3,4}`: the same on one thread with 1–4 windows per policy.
+//! - bytes per key of the local store, and (feature `redis`) Redis decisions per second
+//!   with p50/p99 latency on loopback against a private `redis-server`.
+//!
+//! `cargo bench -p gateway-layers-ratelimit --features redis --bench ratelimit -- --warm-up-time 1 --measurement-time 3`
+#![allow(clippy::print_stdout, missing_docs)]
+
+use std::{
+    convert::Infallible,
+    future::{Future, Ready, ready},
+    hint::black_box,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    pin::pin,
+    sync::{Arc, Barrier},
+    task::{Context, Poll, Waker},
+    time::{Duration, Instant},
+};
+
+use axum::{body::Body, extract::ConnectInfo};
+use criterion::{Criterion, criterion_group};
+use gateway_layers_ratelimit::{HeaderStyle, LOCAL_ENTRY_BYTES, Limit, Policy, RateLimitLayer};
+use http::{Request, Response};
+use tower::{Layer, Service, service_fn};
+
+const KEYS: usize = 10_000;
+
+fn addrs() -> Arc<Vec<SocketAddr>> {
+    Arc::new(
+        (0..KEYS as u32)
+            .map(|i| SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)), 40_000))
+            .collect(),
+    )
+}
+
+fn inner() -> impl Service<
+    Request<()>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = Ready<Result<Response<Body>, Infallible>>,
+> + Clone
++ Send
++ 'static {
+    service_fn(|_req: Request<()>| ready(Ok::<_, Infallible>(Response::new(Body::empty()))))
+}
+
+/// Calls `svc` once and expects an immediate answer (every path here is synchronous).
+#[inline]
+fn call_once<S>(svc: &mut S, cx: &mut Context<'_>, addr: SocketAddr) -> bool
+where
+    S: Service<Request<()>>,
+{
+    let mut req = Request::new(());
+    req.extensions_mut().insert(ConnectInfo(addr));
+    assert!(matches!(svc.poll_ready(cx), Poll::Ready(Ok(()))));
+    let fut = pin!(svc.call(req));
+    match fut.poll(cx) {
+        Poll::Ready(Ok(res)) => {
+            black_box(&res);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// `iters` calls on each of `threads` threads at once; returns the mean per-thread time.
+fn run<S>(svc: &S, threads: usize, iters: u64, addrs: &Arc<Vec<SocketAddr>>) -> Duration
+where
+    S: Service<Request<()>> + Clone + Send + 'static,
+{
+    let barrier = Arc::new(Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let mut svc = svc.clone();
+            let addrs = addrs.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let mut cx = Context::from_waker(Waker::noop());
+                barrier.wait();
+                let start = Instant::now();
+                for i in 0..iters as usize {
+                    let addr = addrs[(i * 7 + t * 5003) % addrs.len()];
+                    assert!(call_once(&mut svc, &mut cx, addr));
+                }
+                start.elapsed()
+            })
+        })
+        .collect();
+    let total: Duration = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    total / threads as u32
+}
+
+fn ours(policy: impl Into<Policy>, style: HeaderStyle) -> RateLimitLayer {
+    RateLimitLayer::builder()
+        .default_policy(policy)
+        .headers(style)
+        .build()
+        .unwrap()
+}
+
+fn generous() -> Limit {
+    Limit::per_second(1_000_000)
+}
+
+fn keyed(c: &mut Criterion) {
+    let addrs = addrs();
+    let config = tower_governor::governor::GovernorConfigBuilder::default()
+        .per_nanosecond(1000)
+        .burst_size(1_000_000)
+        .finish()
+        .unwrap();
+    let governor_layer = tower_governor::GovernorLayer::new(config);
+    for threads in [2, 1] {
+        let mut group = c.benchmark_group(format!(
+            "keyed_10k_{threads}thread{}",
+            if threads > 1 { "s" } else { "" }
+        ));
+        let baseline = inner();
+        group.bench_function("baseline", |b| {
+            b.iter_custom(|iters| run(&baseline, threads, iters, &addrs))
+        });
+        let gateway = ours(generous(), HeaderStyle::None).layer(inner());
+        group.bench_function("gateway", |b| {
+            b.iter_custom(|iters| run(&gateway, threads, iters, &addrs))
+        });
+        let governor = governor_layer.layer(inner());
+        group.bench_function("tower_governor", |b| {
+            b.iter_custom(|iters| run(&governor, threads, iters, &addrs))
+        });
+        if threads == 2 {
+            let with_headers = ours(generous(), HeaderStyle::Draft).layer(inner());
+            group.bench_function("gateway_draft_headers", |b| {
+                b.iter_custom(|iters| run(&with_headers, threads, iters, &addrs))
+            });
+        }
+        group.finish();
+    }
+}
+
+fn windows(c: &mut Criterion) {
+    let addrs = addrs();
+    let mut group = c.benchmark_group("windows_1thread");
+    let all = [
+        generous(),
+        Limit::per_minute(60_000_000),
+        Limit::per_hour(3_600_000_000),
+        Limit::per_day(86_400_000_000),
+    ];
+    for n in 1..=4 {
+        let svc = ours(Policy::from(all[..n].to_vec()), HeaderStyle::None).layer(inner());
+        group.bench_function(format!("{n}"), |b| {
+            b.iter_custom(|iters| run(&svc, 1, iters, &addrs))
+        });
+    }
+    group.finish();
+}
+
+fn bytes_per_key() {
+    let layer = ours(Limit::per_hour(10), HeaderStyle::None);
+    let mut svc = layer.layer(inner());
+    let mut cx = Context::from_waker(Waker::noop());
+    let n = 100_000u32;
+    for i in 0..n {
+        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(i)), 1);
+        call_once(&mut svc, &mut cx, addr);
+    }
+    let keys = layer.local_keys();
+    let bytes = layer.local_table_bytes();
+    println!(
+        "bytes per key: {:.1} at current capacity ({} keys, {} table bytes; entry {} B + 1 control byte per slot; IP keys own no heap data)",
+        bytes as f64 / keys as f64,
+        keys,
+        bytes,
+        LOCAL_ENTRY_BYTES
+    );
+}
+
+#[cfg(feature = "redis")]
+fn redis_throughput() {
+    use gateway_layers_ratelimit::{OnBackendError, RedisBackend};
+    use gateway_layers_test_support::RedisServer;
+    use tower::ServiceExt;
+
+    let redis = RedisServer::start();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let layer = RateLimitLayer::builder()
+        .default_policy([generous(), Limit::per_hour(3_600_000_000)])
+        .headers(HeaderStyle::None)
+        .redis(
+            RedisBackend::new(&redis.url())
+                .unwrap()
+                .timeout(Duration::from_secs(1))
+                .on_error(OnBackendError::Deny),
+        )
+        .build()
+        .unwrap();
+    let svc = layer.layer(inner());
+    for concurrency in [1usize, 32] {
+        let per_task = 20_000 / concurrency;
+        let (elapsed, mut latencies) = runtime.block_on(async {
+            // Warm up the connection and the script cache.
+            for i in 0..200u32 {
+                let mut req = Request::new(());
+                req.extensions_mut().insert(ConnectInfo(SocketAddr::from((
+                    [10, 1, 0, (i % 200) as u8],
+                    1,
+                ))));
+                svc.clone().oneshot(req).await.unwrap();
+            }
+            let start = Instant::now();
+            let tasks: Vec<_> = (0..concurrency)
+                .map(|t| {
+                    let svc = svc.clone();
+                    tokio::spawn(async move {
+                        let mut lat = Vec::with_capacity(per_task);
+                        for i in 0..per_task {
+                            let ip =
+                                Ipv4Addr::from(0x0b00_0000 + (t * per_task + i) as u32 % 10_000);
+                            let mut req = Request::new(());
+                            req.extensions_mut()
+                                .insert(ConnectInfo(SocketAddr::new(IpAddr::V4(ip), 1)));
+                            let t0 = Instant::now();
+                            let res = svc.clone().oneshot(req).await.unwrap();
+                            lat.push(t0.elapsed());
+                            assert_eq!(res.status(), 200);
+                        }
+                        lat
+                    })
+                })
+                .collect();
+            let mut all = Vec::new();
+            for task in tasks {
+                all.extend(task.await.unwrap());
+            }
+            (start.elapsed(), all)
+        });
+        latencies.sort();
+        let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p) as usize];
+        println!(
+            "redis (2 windows, loopback, concurrency {concurrency}): {:.0} decisions/s, p50 {:?}, p99 {:?} over {} decisions",
+            latencies.len() as f64 / elapsed.as_secs_f64(),
+            pct(0.50),
+            pct(0.99),
+            latencies.len()
+        );
+    }
+}
+
+criterion_group!(benches, keyed, windows);
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    bytes_per_key();
+    #[cfg(feature = "redis")]
+    redis_throughput();
+}

@@ -1,0 +1,627 @@
+//! The layer, its builder, the service and its response future.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+    time::Duration,
+};
+
+use gateway_layers_core::{
+    ConfigError, GatewayBody, Identity, Key, KeyPolicy, RejectionResponder, RequestView,
+    SharedResponder, Tier, key::ClientIpKey, metrics,
+};
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::{
+    HeaderStyle, Policy, TierSource,
+    decision::{Jitter, Next, Outcome, Render},
+    policy::Compiled,
+    store::LocalStore,
+};
+
+/// The default bound of the local key store.
+pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
+
+/// The size of one local store entry: the key, the policy number and up to three
+/// windows' state inline (more windows add a heap slice of 8 bytes per window).
+pub const LOCAL_ENTRY_BYTES: usize = crate::store::ENTRY_BYTES;
+
+/// A function giving the cost of a request (default 1).
+pub type CostFn = Arc<dyn Fn(&RequestView<'_>) -> u32 + Send + Sync>;
+
+/// State shared by every clone of a layer and its services.
+pub(crate) struct Shared {
+    pub(crate) key: KeyPolicy,
+    pub(crate) policies: Box<[Compiled]>,
+    pub(crate) by_tier: HashMap<String, u32>,
+    pub(crate) tier_source: TierSource,
+    pub(crate) cost: Option<CostFn>,
+    pub(crate) style: HeaderStyle,
+    pub(crate) jitter: Option<Jitter>,
+    pub(crate) shadow: bool,
+    pub(crate) count_rejected: bool,
+    pub(crate) expose: bool,
+    pub(crate) local: LocalStore,
+    #[cfg(feature = "redis")]
+    pub(crate) redis: Option<crate::redis::RedisState>,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("key", &self.key)
+            .field("policies", &self.policies.len())
+            .field("tier_source", &self.tier_source)
+            .field("style", &self.style)
+            .field("shadow", &self.shadow)
+            .field("count_rejected", &self.count_rejected)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    #[inline]
+    fn policy_for(&self, view: &RequestView<'_>, key: &Key) -> &Compiled {
+        if self.by_tier.is_empty() {
+            return &self.policies[0];
+        }
+        let index = match &self.tier_source {
+            TierSource::Identity => view
+                .extensions
+                .get::<Identity>()
+                .and_then(Identity::tier)
+                .and_then(|t| self.by_tier.get(t.as_str())),
+            TierSource::Static(map) => map
+                .get(key.to_string().as_str())
+                .and_then(|t| self.by_tier.get(t.as_str())),
+            TierSource::Function(f) => f(view).and_then(|t| self.by_tier.get(t.as_str())),
+            TierSource::TrustedHeader(name) => view
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|t| self.by_tier.get(t.trim())),
+        };
+        &self.policies[index.copied().unwrap_or(0) as usize]
+    }
+
+    pub(crate) fn render(&self) -> Render<'_> {
+        Render {
+            style: self.style,
+            shadow: self.shadow,
+            expose: self.expose,
+            jitter: self.jitter.as_ref(),
+        }
+    }
+
+    /// Decides with the local store.
+    #[inline]
+    pub(crate) fn local_outcome(
+        &self,
+        key: &Key,
+        policy: &Compiled,
+        cost: u64,
+        source: crate::DecisionSource,
+    ) -> Outcome {
+        match self.local.check(
+            key,
+            policy.index,
+            &policy.local,
+            cost,
+            self.count_rejected,
+            Instant::now(),
+        ) {
+            Ok(verdict) => Outcome::Verdict {
+                verdict,
+                tick: Duration::from_nanos(1),
+                source,
+            },
+            Err(full) => Outcome::Full(full),
+        }
+    }
+
+    /// Turns an outcome into what to do, with logs and metrics.
+    pub(crate) fn finish(&self, outcome: Outcome, policy: &Compiled) -> Next {
+        let next = self.render().next(outcome, policy);
+        let tier = policy.tier.as_str();
+        match &next {
+            Next::Pass(a) => {
+                if let Some(d) = a.as_ref().and_then(|a| a.decision).filter(|d| d.shadowed) {
+                    tracing::info!(
+                        name: "ratelimit.shadow_rejected",
+                        tier,
+                        source = d.source.as_str(),
+                        retry_after_ms = d.retry_after.map(|r| r.as_millis() as u64),
+                        "rate limit exceeded (shadow mode, let through)"
+                    );
+                    metrics::counter("gateway.ratelimit.shadow_rejected", 1, &[("tier", tier)]);
+                } else if metrics::enabled() {
+                    metrics::counter("gateway.ratelimit.allowed", 1, &[("tier", tier)]);
+                }
+            }
+            Next::Reject(r) => {
+                tracing::debug!(
+                    name: "ratelimit.rejected",
+                    tier,
+                    status = r.status().as_u16(),
+                    code = r.code(),
+                    "request refused by rate limit"
+                );
+                metrics::counter(
+                    "gateway.ratelimit.rejected",
+                    1,
+                    &[("tier", tier), ("code", r.code())],
+                );
+            }
+        }
+        next
+    }
+}
+
+/// Builds a [`RateLimitLayer`]; see the [crate docs](crate).
+#[must_use]
+pub struct RateLimitBuilder {
+    key: Option<KeyPolicy>,
+    default: (Tier, Policy),
+    tiers: Vec<(Tier, Policy)>,
+    tier_source: TierSource,
+    cost: Option<CostFn>,
+    style: HeaderStyle,
+    jitter: Option<Duration>,
+    shadow: bool,
+    count_rejected: bool,
+    expose: bool,
+    max_keys: usize,
+    responder: SharedResponder,
+    #[cfg(feature = "redis")]
+    redis: Option<crate::RedisBackend>,
+}
+
+impl fmt::Debug for RateLimitBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitBuilder")
+            .field("key", &self.key)
+            .field("default", &self.default)
+            .field("tiers", &self.tiers)
+            .field("tier_source", &self.tier_source)
+            .field("style", &self.style)
+            .field("shadow", &self.shadow)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for RateLimitBuilder {
+    fn default() -> Self {
+        Self {
+            key: None,
+            default: (Tier::new("default"), Policy::unlimited()),
+            tiers: Vec::new(),
+            tier_source: TierSource::Identity,
+            cost: None,
+            style: HeaderStyle::Draft,
+            jitter: None,
+            shadow: false,
+            count_rejected: false,
+            expose: false,
+            max_keys: DEFAULT_MAX_KEYS,
+            responder: SharedResponder::default(),
+            #[cfg(feature = "redis")]
+            redis: None,
+        }
+    }
+}
+
+impl RateLimitBuilder {
+    /// How requests are keyed (default: the client IP, trusting no proxy).
+    pub fn key(mut self, key: KeyPolicy) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// The policy of requests without a known tier (default: unlimited), labelled
+    /// `default` in metrics, logs and Redis keys.
+    pub fn default_policy(mut self, policy: impl Into<Policy>) -> Self {
+        self.default.1 = policy.into();
+        self
+    }
+
+    /// The policy of `tier`.
+    pub fn tier(mut self, tier: impl Into<Tier>, policy: impl Into<Policy>) -> Self {
+        self.tiers.push((tier.into(), policy.into()));
+        self
+    }
+
+    /// Where the tier comes from (default: the verified [`Identity`]).
+    pub fn tier_source(mut self, source: TierSource) -> Self {
+        self.tier_source = source;
+        self
+    }
+
+    /// The cost of a request (default 1). A cost of 0 is always admitted and charges nothing.
+    pub fn cost(mut self, cost: impl Fn(&RequestView<'_>) -> u32 + Send + Sync + 'static) -> Self {
+        self.cost = Some(Arc::new(cost));
+        self
+    }
+
+    /// Which rate-limit headers to send (default [`HeaderStyle::Draft`]).
+    pub fn headers(mut self, style: HeaderStyle) -> Self {
+        self.style = style;
+        self
+    }
+
+    /// Adds a random delay of up to `max` to `Retry-After`, so refused clients do not
+    /// all come back at the same second.
+    pub fn retry_after_jitter(mut self, max: Duration) -> Self {
+        self.jitter = (!max.is_zero()).then_some(max);
+        self
+    }
+
+    /// Shadow mode: decide, log and count, but let refused requests through.
+    pub fn shadow(mut self, shadow: bool) -> Self {
+        self.shadow = shadow;
+        self
+    }
+
+    /// Whether refused requests are charged too (default `false`: only admitted
+    /// requests consume quota). When `true`, a client that keeps sending while limited
+    /// stays limited, up to one window past its last request.
+    pub fn count_rejected(mut self, count: bool) -> Self {
+        self.count_rejected = count;
+        self
+    }
+
+    /// Puts a [`RateLimitDecision`](crate::RateLimitDecision) into the extensions of
+    /// admitted responses too (rejections always carry one).
+    pub fn expose_decision(mut self, expose: bool) -> Self {
+        self.expose = expose;
+        self
+    }
+
+    /// The most keys the local store holds (default [`DEFAULT_MAX_KEYS`]).
+    pub fn max_keys(mut self, max: usize) -> Self {
+        self.max_keys = max;
+        self
+    }
+
+    /// Replaces the response sent on refusal (default: problem+json).
+    pub fn with_rejection_response(mut self, responder: impl RejectionResponder) -> Self {
+        self.responder = SharedResponder::new(responder);
+        self
+    }
+
+    /// Decides in Redis instead of in process (feature `redis`).
+    #[cfg(feature = "redis")]
+    pub fn redis(mut self, backend: crate::RedisBackend) -> Self {
+        self.redis = Some(backend);
+        self
+    }
+
+    /// Validates and builds the layer.
+    pub fn build(self) -> Result<RateLimitLayer, ConfigError> {
+        if self.max_keys == 0 {
+            return Err(ConfigError::invalid("max_keys", "must be at least 1"));
+        }
+        #[cfg(feature = "redis")]
+        if let Some(redis) = &self.redis {
+            redis.validate()?;
+        }
+        #[cfg(feature = "redis")]
+        let remote = self.redis.is_some();
+        #[cfg(not(feature = "redis"))]
+        let remote = false;
+        let mut policies = vec![Compiled::new(
+            0,
+            self.default.0.clone(),
+            &self.default.1,
+            remote,
+        )?];
+        let mut by_tier = HashMap::new();
+        for (tier, policy) in &self.tiers {
+            if by_tier.contains_key(tier.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("tiers.{tier}"),
+                    "tier configured twice",
+                ));
+            }
+            let index = u32::try_from(policies.len())
+                .map_err(|_| ConfigError::invalid("tiers", "too many tiers"))?;
+            policies.push(Compiled::new(index, tier.clone(), policy, remote)?);
+            by_tier.insert(tier.as_str().to_owned(), index);
+        }
+        let shared = Shared {
+            key: self
+                .key
+                .unwrap_or_else(|| KeyPolicy::new(ClientIpKey::default())),
+            policies: policies.into(),
+            by_tier,
+            tier_source: self.tier_source,
+            cost: self.cost,
+            style: self.style,
+            jitter: self.jitter.map(Jitter::new),
+            shadow: self.shadow,
+            count_rejected: self.count_rejected,
+            expose: self.expose,
+            local: LocalStore::new(self.max_keys),
+            #[cfg(feature = "redis")]
+            redis: self.redis.map(crate::redis::RedisState::new),
+        };
+        Ok(RateLimitLayer {
+            shared: Arc::new(shared),
+            responder: self.responder,
+        })
+    }
+}
+
+/// Applies tiered rate limits to requests; see the [crate docs](crate).
+///
+/// ```
+/// use std::convert::Infallible;
+/// use bytes::Bytes;
+/// use gateway_layers_core::{KeyPolicy, key::ConstantKey};
+/// use gateway_layers_ratelimit::{Limit, RateLimitLayer};
+/// use http::{Request, Response, StatusCode};
+/// use http_body_util::Full;
+/// use tower::{Layer, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // One global bucket of 1 request per minute.
+/// let layer = RateLimitLayer::builder()
+///     .key(KeyPolicy::new(ConstantKey("global")))
+///     .default_policy(Limit::per_minute(1))
+///     .build()
+///     .unwrap();
+/// let svc = layer.layer(service_fn(|_: Request<()>| async {
+///     Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+/// }));
+/// assert_eq!(svc.clone().oneshot(Request::new(())).await.unwrap().status(), StatusCode::OK);
+/// let refused = svc.oneshot(Request::new(())).await.unwrap();
+/// assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+/// assert_eq!(refused.headers()["retry-after"], "60");
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct RateLimitLayer {
+    shared: Arc<Shared>,
+    responder: SharedResponder,
+}
+
+impl RateLimitLayer {
+    /// Starts a builder.
+    pub fn builder() -> RateLimitBuilder {
+        RateLimitBuilder::default()
+    }
+
+    /// Replaces the response sent on refusal (default: problem+json).
+    #[must_use]
+    pub fn with_rejection_response(mut self, responder: impl RejectionResponder) -> Self {
+        self.responder = SharedResponder::new(responder);
+        self
+    }
+
+    /// Keys held by the local store now (locks each shard in turn: for diagnostics,
+    /// not the hot path).
+    pub fn local_keys(&self) -> usize {
+        self.shared.local.len()
+    }
+
+    /// Bytes held by the local store's tables at their current capacity (entries and
+    /// control bytes, [`LOCAL_ENTRY_BYTES`] + 1 per slot), not counting heap data owned
+    /// by keys (text keys share their `Arc<str>` with the request's identity).
+    pub fn local_table_bytes(&self) -> usize {
+        self.shared.local.table_bytes()
+    }
+
+    /// Drops every fully recovered key from the local store now. Never needed for
+    /// correctness (decisions sweep as they go); useful before measuring memory.
+    pub fn sweep(&self) {
+        self.shared.local.sweep_all(Instant::now());
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimit {
+            inner,
+            shared: self.shared.clone(),
+            responder: self.responder.clone(),
+        }
+    }
+}
+
+/// The rate-limiting service; see [`RateLimitLayer`].
+#[derive(Clone, Debug)]
+pub struct RateLimit<S> {
+    inner: S,
+    shared: Arc<Shared>,
+    responder: SharedResponder,
+}
+
+impl<S> RateLimit<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+{
+    type Response = Response<GatewayBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, S, ReqBody>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let shared = &*self.shared;
+        let view = RequestView::new(&request);
+        let key = match shared.key.resolve(&view) {
+            Ok(key) => key,
+            Err(rejection) => {
+                tracing::debug!(name: "ratelimit.missing_key", status = rejection.status().as_u16(), "no rate-limit key");
+                return ResponseFuture::rejected(rejection, &self.responder);
+            }
+        };
+        let policy = shared.policy_for(&view, &key);
+        if policy.local.is_empty() {
+            return ResponseFuture::inner(self.inner.call(request), None);
+        }
+        let cost = shared.cost.as_ref().map_or(1, |f| u64::from(f(&view)));
+        #[cfg(feature = "redis")]
+        if shared.redis.is_some() {
+            let decision = crate::redis::decide(self.shared.clone(), key, policy.index, cost);
+            let inner = self.inner.clone();
+            let inner = std::mem::replace(&mut self.inner, inner);
+            return ResponseFuture {
+                kind: Kind::Deciding {
+                    decision,
+                    pending: Some(Box::new((inner, request))),
+                    shared: self.shared.clone(),
+                    responder: self.responder.clone(),
+                    policy: policy.index,
+                },
+            };
+        }
+        let outcome = shared.local_outcome(&key, policy, cost, crate::DecisionSource::Local);
+        match shared.finish(outcome, policy) {
+            Next::Pass(annotations) => ResponseFuture::inner(self.inner.call(request), annotations),
+            Next::Reject(rejection) => ResponseFuture::rejected(rejection, &self.responder),
+        }
+    }
+}
+
+/// A decision being made by a remote backend.
+pub(crate) type DecisionFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+pin_project! {
+    /// The response future of [`RateLimit`].
+    pub struct ResponseFuture<F, S, ReqBody> {
+        #[pin]
+        kind: Kind<F, S, ReqBody>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F, S, ReqBody> {
+        Inner {
+            #[pin]
+            future: F,
+            annotations: Option<Box<crate::decision::Annotations>>,
+        },
+        Rejected {
+            rejection: Option<(gateway_layers_core::Rejection, SharedResponder)>,
+        },
+        Deciding {
+            decision: DecisionFuture,
+            pending: Option<Box<(S, Request<ReqBody>)>>,
+            shared: Arc<Shared>,
+            responder: SharedResponder,
+            policy: u32,
+        },
+    }
+}
+
+impl<F, S, ReqBody> fmt::Debug for ResponseFuture<F, S, ReqBody> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResponseFuture")
+    }
+}
+
+impl<F, S, ReqBody> ResponseFuture<F, S, ReqBody> {
+    #[inline]
+    fn inner(future: F, annotations: Option<Box<crate::decision::Annotations>>) -> Self {
+        Self {
+            kind: Kind::Inner {
+                future,
+                annotations,
+            },
+        }
+    }
+
+    fn rejected(rejection: gateway_layers_core::Rejection, responder: &SharedResponder) -> Self {
+        Self {
+            kind: Kind::Rejected {
+                rejection: Some((rejection, responder.clone())),
+            },
+        }
+    }
+}
+
+impl<F, S, ReqBody, ResBody, E> Future for ResponseFuture<F, S, ReqBody>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+    S: Service<Request<ReqBody>, Future = F, Response = Response<ResBody>, Error = E>,
+{
+    type Output = Result<Response<GatewayBody<ResBody>>, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let mut this = self.as_mut().project();
+            let next = match this.kind.as_mut().project() {
+                KindProj::Inner {
+                    future,
+                    annotations,
+                } => {
+                    let mut response = ready!(future.poll(cx))?;
+                    if let Some(a) = annotations.take() {
+                        a.apply(&mut response);
+                    }
+                    return Poll::Ready(Ok(response.map(GatewayBody::inner)));
+                }
+                KindProj::Rejected { rejection } => {
+                    let (rejection, responder) = rejection.take().expect("polled after completion");
+                    return Poll::Ready(Ok(responder.respond(rejection)));
+                }
+                KindProj::Deciding {
+                    decision,
+                    pending,
+                    shared,
+                    responder,
+                    policy,
+                } => {
+                    let outcome = ready!(decision.as_mut().poll(cx));
+                    let compiled = &shared.policies[*policy as usize];
+                    match shared.finish(outcome, compiled) {
+                        Next::Pass(annotations) => {
+                            let (mut inner, request) =
+                                *pending.take().expect("polled after completion");
+                            Kind::Inner {
+                                future: inner.call(request),
+                                annotations,
+                            }
+                        }
+                        Next::Reject(rejection) => Kind::Rejected {
+                            rejection: Some((rejection, responder.clone())),
+                        },
+                    }
+                }
+            };
+            this.kind.set(next);
+        }
+    }
+}

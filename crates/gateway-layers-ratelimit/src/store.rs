@@ -1,0 +1,475 @@
+//! The local backend: a sharded, bounded map from (policy, key) to GCRA state.
+//!
+//! - **Sharded.** Keys are spread over [`SHARDS`] independently locked shards chosen by
+//!   a hash seeded at random per store (foldhash, hashbrown's default) computed once
+//!   per decision; the lock is held for one table probe and a few integer operations.
+//!   There is no global lock.
+//! - **Atomic across windows.** All windows of a key live in one entry and are
+//!   decided under that entry's shard lock: either every window admits the request and
+//!   is charged, or none is.
+//! - **Bounded.** At most `max_keys` entries (split evenly over the shards). An entry is
+//!   evicted only once every one of its windows has fully recovered (its state is then
+//!   identical to a fresh key), so eviction can never hand a throttled client a fresh
+//!   bucket. When a shard is full of keys that are still recovering, new keys of that
+//!   shard are refused until the earliest of them recovers.
+//! - **Self-cleaning.** Decisions sweep one shard every [`SWEEP_EVERY`] (round robin),
+//!   dropping recovered entries and shrinking the table's allocation; no background
+//!   task and no user action are needed.
+
+use std::{
+    hash::{BuildHasher, Hash, Hasher},
+    net::IpAddr,
+    sync::{
+        Mutex, PoisonError,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use gateway_layers_core::Key;
+use hashbrown::{DefaultHashBuilder, HashTable};
+use tokio::time::Instant;
+
+use crate::gcra::{self, Verdict, Window};
+
+/// Number of shards (a power of two).
+pub(crate) const SHARDS: usize = 64;
+/// How often, in the decisions' own time, one shard is swept.
+pub(crate) const SWEEP_EVERY: Duration = Duration::from_millis(50);
+
+/// Windows stored inline per key; policies with more windows use a heap slice.
+const INLINE: usize = 3;
+
+#[derive(Debug)]
+enum Tats {
+    Inline([u64; INLINE]),
+    Heap(Box<[u64]>),
+}
+
+impl Tats {
+    fn fresh(len: usize) -> Self {
+        if len <= INLINE {
+            Tats::Inline([0; INLINE])
+        } else {
+            Tats::Heap(vec![0; len].into_boxed_slice())
+        }
+    }
+
+    fn slice_mut(&mut self, len: usize) -> &mut [u64] {
+        match self {
+            Tats::Inline(a) => &mut a[..len.min(INLINE)],
+            Tats::Heap(b) => b,
+        }
+    }
+
+    fn latest(&self) -> u64 {
+        match self {
+            Tats::Inline(a) => a.iter().copied().max().unwrap_or(0),
+            Tats::Heap(b) => b.iter().copied().max().unwrap_or(0),
+        }
+    }
+}
+
+/// A key as stored: IP addresses inline, anything else boxed, so an entry fits one
+/// cache line.
+#[derive(Debug)]
+enum StoredKey {
+    V4([u8; 4]),
+    V6([u8; 16]),
+    Other(Box<Key>),
+}
+
+impl StoredKey {
+    fn new(key: &Key) -> Self {
+        match key {
+            Key::Ip(IpAddr::V4(v4)) => Self::V4(v4.octets()),
+            Key::Ip(IpAddr::V6(v6)) => Self::V6(v6.octets()),
+            other => Self::Other(Box::new(other.clone())),
+        }
+    }
+
+    #[inline]
+    fn matches(&self, key: &Key) -> bool {
+        match (self, key) {
+            (Self::V4(a), Key::Ip(IpAddr::V4(b))) => *a == b.octets(),
+            (Self::V6(a), Key::Ip(IpAddr::V6(b))) => *a == b.octets(),
+            (Self::Other(a), b) => **a == *b,
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug)]
+#[repr(align(64))]
+struct Entry {
+    key: StoredKey,
+    policy: u32,
+    tats: Tats,
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    table: HashTable<Entry>,
+    /// While `now` is before this, the (full) shard has nothing to evict.
+    full_until: u64,
+}
+
+/// Cache-line aligned so shards do not share lines.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Padded(Mutex<Shard>);
+
+/// A new key could not be stored: its shard is full of keys still recovering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StoreFull {
+    /// Until the earliest entry of the shard recovers.
+    pub(crate) retry_after: Duration,
+}
+
+/// The sharded GCRA store.
+#[derive(Debug)]
+pub(crate) struct LocalStore {
+    shards: Box<[Padded]>,
+    hasher: DefaultHashBuilder,
+    epoch: Instant,
+    per_shard: usize,
+    next_sweep: AtomicU64,
+    cursor: AtomicUsize,
+}
+
+impl LocalStore {
+    /// A store holding at most `max_keys` keys (rounded up to a multiple of the shard count).
+    pub(crate) fn new(max_keys: usize) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Padded::default()).collect(),
+            hasher: DefaultHashBuilder::default(),
+            epoch: Instant::now(),
+            per_shard: max_keys.div_ceil(SHARDS).max(1),
+            next_sweep: AtomicU64::new(0),
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
+    /// Nanoseconds since the store was created.
+    #[inline]
+    pub(crate) fn ticks(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Decides a request of `cost` for `key` under policy number `policy`.
+    pub(crate) fn check(
+        &self,
+        key: &Key,
+        policy: u32,
+        windows: &[Window],
+        cost: u64,
+        count_rejected: bool,
+        now: Instant,
+    ) -> Result<Verdict, StoreFull> {
+        if windows.is_empty() {
+            return Ok(Verdict::UNLIMITED);
+        }
+        let now = self.ticks(now);
+        let hash = hash_key(&self.hasher, key, policy);
+        let shard = &self.shards[(hash >> 32) as usize & (SHARDS - 1)];
+        let result = {
+            let mut shard = shard.0.lock().unwrap_or_else(PoisonError::into_inner);
+            self.decide(
+                &mut shard,
+                hash,
+                key,
+                policy,
+                windows,
+                cost,
+                count_rejected,
+                now,
+            )
+        };
+        self.maybe_sweep(now);
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn decide(
+        &self,
+        shard: &mut Shard,
+        hash: u64,
+        key: &Key,
+        policy: u32,
+        windows: &[Window],
+        cost: u64,
+        count_rejected: bool,
+        now: u64,
+    ) -> Result<Verdict, StoreFull> {
+        let n = windows.len();
+        if let Some(entry) = shard
+            .table
+            .find_mut(hash, |e| e.policy == policy && e.key.matches(key))
+        {
+            return Ok(gcra::check(
+                windows,
+                entry.tats.slice_mut(n),
+                now,
+                cost,
+                count_rejected,
+            ));
+        }
+        let mut tats = Tats::fresh(n);
+        let verdict = gcra::check(windows, tats.slice_mut(n), now, cost, count_rejected);
+        if tats.latest() <= now {
+            // Nothing charged (cost 0): a fresh key needs no entry.
+            return Ok(verdict);
+        }
+        if shard.table.len() >= self.per_shard {
+            if now >= shard.full_until {
+                self.sweep(shard, now);
+            }
+            if shard.table.len() >= self.per_shard {
+                return Err(StoreFull {
+                    retry_after: Duration::from_nanos(shard.full_until.saturating_sub(now)),
+                });
+            }
+        }
+        let hasher = &self.hasher;
+        shard.table.insert_unique(
+            hash,
+            Entry {
+                key: StoredKey::new(key),
+                policy,
+                tats,
+            },
+            |e| hash_stored(hasher, &e.key, e.policy),
+        );
+        Ok(verdict)
+    }
+
+    /// Drops recovered entries and gives memory back; records when the earliest
+    /// remaining entry recovers.
+    fn sweep(&self, shard: &mut Shard, now: u64) {
+        let mut earliest = u64::MAX;
+        shard.table.retain(|e| {
+            let latest = e.tats.latest();
+            if latest > now {
+                earliest = earliest.min(latest);
+                true
+            } else {
+                false
+            }
+        });
+        shard.full_until = if shard.table.len() >= self.per_shard {
+            earliest
+        } else {
+            0
+        };
+        let len = shard.table.len();
+        if shard.table.capacity() > 4 * len + 64 {
+            let hasher = &self.hasher;
+            shard
+                .table
+                .shrink_to(2 * len, |e| hash_stored(hasher, &e.key, e.policy));
+        }
+    }
+
+    #[inline]
+    fn maybe_sweep(&self, now: u64) {
+        let due = self.next_sweep.load(Ordering::Relaxed);
+        if now < due {
+            return;
+        }
+        let next = now.saturating_add(SWEEP_EVERY.as_nanos() as u64);
+        if self
+            .next_sweep
+            .compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        let index = self.cursor.fetch_add(1, Ordering::Relaxed) & (SHARDS - 1);
+        let mut shard = self.shards[index]
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.sweep(&mut shard, now);
+    }
+
+    /// Sweeps every shard now (diagnostics and tests).
+    pub(crate) fn sweep_all(&self, now: Instant) {
+        let now = self.ticks(now);
+        for shard in self.shards.iter() {
+            let mut shard = shard.0.lock().unwrap_or_else(PoisonError::into_inner);
+            self.sweep(&mut shard, now);
+        }
+    }
+
+    /// Keys held now (locks each shard in turn; for diagnostics).
+    pub(crate) fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                s.0.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .table
+                    .len()
+            })
+            .sum()
+    }
+
+    /// Bytes held by the tables (entries and control bytes at current capacity),
+    /// not counting heap data owned by keys.
+    pub(crate) fn table_bytes(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                let cap =
+                    s.0.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .table
+                        .capacity();
+                cap * (std::mem::size_of::<Entry>() + 1)
+            })
+            .sum()
+    }
+}
+
+/// Hashes a key with one write for the common key kinds (equal keys hash equally;
+/// different kinds may collide, which only costs a comparison).
+#[inline]
+fn hash_key(hasher: &DefaultHashBuilder, key: &Key, policy: u32) -> u64 {
+    let mut h = hasher.build_hasher();
+    match key {
+        Key::Ip(IpAddr::V4(v4)) => h.write_u64(u64::from(v4.to_bits()) | u64::from(policy) << 32),
+        Key::Ip(IpAddr::V6(v6)) => {
+            h.write_u128(v6.to_bits());
+            h.write_u32(policy);
+        }
+        Key::Text(text) => {
+            h.write(text.as_bytes());
+            h.write_u32(policy);
+        }
+        Key::Header(value) => {
+            h.write(value.as_bytes());
+            h.write_u32(policy);
+        }
+        other => {
+            other.hash(&mut h);
+            h.write_u32(policy);
+        }
+    }
+    h.finish()
+}
+
+/// [`hash_key`] of a stored key, without rebuilding the key.
+fn hash_stored(hasher: &DefaultHashBuilder, key: &StoredKey, policy: u32) -> u64 {
+    match key {
+        StoredKey::V4(a) => hash_key(hasher, &Key::Ip(IpAddr::from(*a)), policy),
+        StoredKey::V6(a) => hash_key(hasher, &Key::Ip(IpAddr::from(*a)), policy),
+        StoredKey::Other(k) => hash_key(hasher, k, policy),
+    }
+}
+
+/// The size of one entry in the table (key, policy number, window state).
+pub(crate) const ENTRY_BYTES: usize = std::mem::size_of::<Entry>();
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn ip(i: u32) -> Key {
+        Key::Ip(IpAddr::V4(Ipv4Addr::from(i)))
+    }
+
+    fn windows() -> Vec<Window> {
+        vec![Window::new(2, 1_000_000_000, 2).unwrap()]
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keys_and_policies_are_separate() {
+        let store = LocalStore::new(1000);
+        let w = windows();
+        let now = Instant::now();
+        for _ in 0..2 {
+            assert!(store.check(&ip(1), 0, &w, 1, false, now).unwrap().allowed);
+        }
+        assert!(!store.check(&ip(1), 0, &w, 1, false, now).unwrap().allowed);
+        assert!(store.check(&ip(2), 0, &w, 1, false, now).unwrap().allowed);
+        assert!(store.check(&ip(1), 1, &w, 1, false, now).unwrap().allowed);
+        assert_eq!(store.len(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn eviction_never_resets_a_throttled_key() {
+        // 64 shards x 1 key each.
+        let store = LocalStore::new(SHARDS);
+        let w = windows();
+        let now = Instant::now();
+        let mut refused = 0;
+        for i in 0..10_000 {
+            match store.check(&ip(i), 0, &w, 1, false, now) {
+                Ok(v) => assert!(v.allowed),
+                Err(full) => {
+                    refused += 1;
+                    assert_eq!(full.retry_after, Duration::from_millis(500));
+                }
+            }
+        }
+        assert_eq!(store.len(), SHARDS);
+        assert_eq!(refused, 10_000 - SHARDS);
+        // Every stored key is still throttled exactly as before.
+        for i in 0..10_000 {
+            if let Ok(v) = store.check(&ip(i), 0, &w, 1, false, now) {
+                assert!(v.allowed);
+                assert_eq!(v.tightest.unwrap().remaining, 0);
+            }
+        }
+        // Once recovered, room is made again.
+        let later = now + Duration::from_secs(1);
+        let admitted = (20_000..30_000)
+            .filter(|&i| store.check(&ip(i), 0, &w, 1, false, later).is_ok())
+            .count();
+        assert_eq!(admitted, SHARDS);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn many_keys_shrink_back_once_idle() {
+        // The issue asks for 1M keys; the default is smaller to keep the suite fast.
+        // RATELIMIT_KEYS=1000000 runs the full count (about 3 s in a debug build).
+        let count: u32 = std::env::var("RATELIMIT_KEYS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100_000);
+        let store = LocalStore::new(count as usize * 2);
+        let w = windows();
+        let baseline = store.table_bytes();
+        let start = Instant::now();
+        for i in 0..count {
+            let now = start + Duration::from_micros(u64::from(i % 1000));
+            assert!(store.check(&ip(i), 0, &w, 1, false, now).unwrap().allowed);
+        }
+        assert_eq!(store.len(), count as usize);
+        let peak = store.table_bytes();
+        assert!(peak > baseline);
+        // Still recovering: a sweep keeps everything.
+        store.sweep_all(start + Duration::from_millis(10));
+        assert_eq!(store.len(), count as usize);
+        // Idle past the longest window: ordinary decisions sweep one shard each
+        // SWEEP_EVERY, so one full round brings the store back down.
+        let mut now = start + Duration::from_secs(2);
+        for _ in 0..SHARDS {
+            now += SWEEP_EVERY;
+            store.check(&ip(u32::MAX), 0, &w, 0, false, now).unwrap();
+        }
+        assert_eq!(store.len(), 0);
+        assert!(
+            store.table_bytes() < peak / 10,
+            "{} vs {peak}",
+            store.table_bytes()
+        );
+    }
+
+    #[test]
+    fn entry_is_compact() {
+        const { assert!(ENTRY_BYTES == 64) };
+    }
+}
