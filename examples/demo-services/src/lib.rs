@@ -4,6 +4,8 @@
 //! Data is fixed and small: users 1-3, orders 100-104, so tests can assert on it.
 #![forbid(unsafe_code)]
 
+pub mod bff;
+
 use std::net::SocketAddr;
 
 use axum::{
@@ -125,9 +127,16 @@ pub fn user(id: u32) -> Option<Value> {
     }))
 }
 
-/// The users service: `GET /users`, `GET /users/{id}`.
+/// The users service: `GET /users`, `GET /users/{id}`, and `GET /status/{code}`
+/// which answers with that status (to watch retries and breakers work).
 pub fn users_app() -> Router {
     Router::new()
+        .route(
+            "/status/{code}",
+            get(|Path(code): Path<u16>| async move {
+                StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST)
+            }),
+        )
         .route(
             "/users",
             get(|| async { Json(Value::Array((1..=3).filter_map(user).collect())) }),
@@ -149,7 +158,7 @@ pub fn order(id: u32) -> Option<Value> {
     Some(json!({
         "id": id,
         "user_id": user_id,
-        "status": if id % 2 == 0 { "shipped" } else { "processing" },
+        "status": if id.is_multiple_of(2) { "shipped" } else { "processing" },
         "total_cents": 1999 + (id - 100) * 1000,
         "currency": "EUR",
         "items": [

@@ -1,70 +1,246 @@
-//! The example gateway: an axum app built from gateway-layers, in front of two demo
-//! upstreams (users and orders) that it starts itself on loopback.
+//! A declarative gateway: one YAML file declares upstreams (targets, balancing, health
+//! checks), services (an upstream plus plugins: request id, CORS, body limit, JWT, API
+//! key, tiered rate limits, transforms, retry, circuit breaker) and routes (hosts,
+//! paths, headers, methods, strip prefix, weighted splits). Copy this package as the
+//! starting point of your own gateway.
 //!
-//! Run it with `cargo run -p example-gateway`; it prints its address and curl commands.
-//! Copy this package as the starting point of your own gateway.
+//! `cargo run -p example-gateway` uses the embedded [`DEFAULT_CONFIG`] with demo
+//! upstreams started in-process; `--config FILE` uses another file.
 //!
 //! Request path:
 //!
 //! ```text
-//! client -> ClientIpLayer -> axum Router --/api/users/*--> forward -> users upstream
-//!                                        --/api/orders/*-> forward -> orders upstream
-//!                                        --/health------> 200
-//!                                        --other--------> 404 problem+json
+//! client -> TraceContext -> ClientIp -> metrics -> Router --route--> service stack -> Proxy -> upstream
+//!                                                          (request id, CORS, body limit,
+//!                                                           JWT, API key, rate limit,
+//!                                                           transform, retry, breaker)
 //! ```
+//!
+//! The admin listener serves `/metrics` (Prometheus text) and `/admin` (routes,
+//! breaker states, target health as JSON).
 #![forbid(unsafe_code)]
 
-mod forward;
+mod build;
+mod config;
 
-use std::net::SocketAddr;
-
-use axum::{Router, routing::any, routing::get};
-use gateway_layers::core::{
-    ClientIpLayer, ClientIpResolver, ProblemJson, Rejection, TrustedProxies,
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, OnceLock},
+    time::Instant,
 };
-use http::StatusCode;
 
-pub use forward::Forward;
+use axum::{
+    Json, Router, body::Body, extract::Request, middleware::Next, response::Response, routing::get,
+};
+use gateway_layers::{
+    breaker::BreakerHandle,
+    core::{
+        ClientIpLayer,
+        metrics::{self, PrometheusRecorder},
+        trace::TraceContextLayer,
+    },
+    proxy::Proxy,
+};
+use serde_json::{Value, json};
 
-/// Where the gateway sends traffic.
-#[derive(Debug, Clone)]
-pub struct Upstreams {
-    /// Base URL of the users service, e.g. `http://127.0.0.1:3001`.
-    pub users: String,
-    /// Base URL of the orders service.
-    pub orders: String,
+pub use build::{Built, Svc, build};
+pub use config::{DEFAULT_CONFIG, GatewayConfig, LoadError, ServiceConfig};
+pub use example_demo_services::DemoUrls;
+
+/// The demo services `demo:NAME` targets refer to.
+#[derive(Debug, Clone, Default)]
+pub struct DemoTargets {
+    urls: Option<DemoUrls>,
 }
 
-/// The gateway's routes and layers.
-pub fn app(upstreams: &Upstreams) -> Router {
-    let users = Forward::new(&upstreams.users, "/api");
-    let orders = Forward::new(&upstreams.orders, "/api");
-    Router::new()
-        .route("/health", get(|| async { "ok" }))
-        .route("/api/users", any(users.clone().into_handler()))
-        .route("/api/users/{*rest}", any(users.into_handler()))
-        .route("/api/orders", any(orders.clone().into_handler()))
-        .route("/api/orders/{*rest}", any(orders.into_handler()))
-        .fallback(|| async {
-            Rejection::new(StatusCode::NOT_FOUND, "router", "no_route")
-                .with_detail("no route matches this request")
-                .into_response::<axum::body::Body>(&ProblemJson)
+impl DemoTargets {
+    /// No demo services: a `demo:` target is an error.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// These demo services.
+    pub fn new(urls: DemoUrls) -> Self {
+        Self { urls: Some(urls) }
+    }
+
+    /// The URL of demo service `name`.
+    pub fn url(&self, name: &str) -> Option<String> {
+        let urls = self.urls.as_ref()?;
+        Some(match name {
+            "users" => urls.users.clone(),
+            "orders" => urls.orders.clone(),
+            "notifications" => urls.notifications.clone(),
+            "recommendations" => urls.recommendations.clone(),
+            _ => return None,
         })
-        // Resolve the client IP once, for every layer and for X-Forwarded-For. Only a
-        // proxy on this host is trusted to report another address.
-        .layer(ClientIpLayer::new(ClientIpResolver::new(
-            TrustedProxies::loopback(),
-        )))
+    }
 }
 
-/// Starts the two demo upstreams on loopback and returns their URLs.
-pub async fn start_demo_upstreams() -> std::io::Result<Upstreams> {
-    let users = example_demo_services::serve(example_demo_services::users_app()).await?;
-    let orders = example_demo_services::serve(example_demo_services::orders_app()).await?;
-    Ok(Upstreams {
-        users: format!("http://{users}"),
-        orders: format!("http://{orders}"),
+/// The built gateway: the public app and the admin app.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    /// The public router with every layer.
+    pub app: Router,
+    /// `/metrics` and `/admin`.
+    pub admin: Router,
+    /// Where the document asked to listen.
+    pub listen: SocketAddr,
+    /// Where the document asked the admin endpoint to listen.
+    pub admin_listen: SocketAddr,
+}
+
+/// The process-wide Prometheus recorder (installed on first use).
+pub fn recorder() -> &'static PrometheusRecorder {
+    static RECORDER: OnceLock<&'static PrometheusRecorder> = OnceLock::new();
+    RECORDER.get_or_init(|| {
+        let recorder: &'static PrometheusRecorder = Box::leak(Box::new(PrometheusRecorder::new()));
+        // Another recorder may be installed by the embedding program; then ours only
+        // sees what is reported to it directly.
+        let _ = metrics::set_recorder(recorder);
+        recorder
     })
+}
+
+async fn count(request: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    let status = response.status();
+    let class = match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    let rejected_by = response
+        .extensions()
+        .get::<gateway_layers::core::Rejected>()
+        .map_or("none", |r| r.layer);
+    metrics::counter(
+        "gateway.requests",
+        1,
+        &[
+            ("method", method.as_str()),
+            ("status", class),
+            ("rejected_by", rejected_by),
+        ],
+    );
+    metrics::histogram(
+        "gateway.request.duration",
+        start.elapsed().as_secs_f64(),
+        &[("status", class)],
+    );
+    response
+}
+
+impl Gateway {
+    /// Parses and builds `text`; `file` names it in errors.
+    pub fn from_yaml(file: &str, text: &str, demo: &DemoTargets) -> Result<Self, LoadError> {
+        let config = GatewayConfig::parse(file, text, demo)?;
+        Self::from_config(config, file)
+    }
+
+    /// Builds a parsed document.
+    pub fn from_config(config: GatewayConfig, file: &str) -> Result<Self, LoadError> {
+        let listen = config.listen;
+        let admin_listen = config.admin;
+        let routes: Vec<Value> = config
+            .router
+            .routes
+            .iter()
+            .map(|r| {
+                json!({
+                    "name": r.name, "hosts": r.hosts, "methods": r.methods,
+                    "path": r.path.as_ref().map(|p| json!({
+                        "exact": p.exact, "prefix": p.prefix, "template": p.template, "regex": p.regex,
+                    })),
+                    "service": r.service,
+                    "split": r.split.as_ref().map(|s| s.backends.iter().map(|b| json!({"service": b.service, "weight": b.weight})).collect::<Vec<_>>()),
+                })
+            })
+            .collect();
+        let built = build(config, file)?;
+        let _ = recorder();
+        let app = Router::new()
+            .fallback_service(built.router)
+            .layer(axum::middleware::from_fn(count))
+            .layer(ClientIpLayer::new(built.resolver))
+            .layer(TraceContextLayer::new());
+        let admin = admin_router(Arc::new(AdminState {
+            routes,
+            proxies: built.proxies,
+            breakers: built.breakers,
+        }));
+        Ok(Self {
+            app,
+            admin,
+            listen,
+            admin_listen,
+        })
+    }
+}
+
+struct AdminState {
+    routes: Vec<Value>,
+    proxies: HashMap<String, Proxy>,
+    breakers: HashMap<String, BreakerHandle>,
+}
+
+fn admin_router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    recorder().render(),
+                )
+            }),
+        )
+        .route(
+            "/admin",
+            get(move || {
+                let state = state.clone();
+                async move {
+                    let upstreams: serde_json::Map<String, Value> = state
+                        .proxies
+                        .iter()
+                        .map(|(name, proxy)| {
+                            let targets: Vec<Value> = proxy
+                                .targets()
+                                .iter()
+                                .map(|t| json!({
+                                    "url": t.url, "healthy": t.healthy, "ejected": t.ejected,
+                                    "requests": t.requests, "errors": t.errors, "in_flight": t.in_flight,
+                                }))
+                                .collect();
+                            (name.clone(), Value::Array(targets))
+                        })
+                        .collect();
+                    let breakers: serde_json::Map<String, Value> = state
+                        .breakers
+                        .iter()
+                        .map(|(name, handle)| {
+                            let circuits: Vec<Value> = if handle.is_keyed() {
+                                handle
+                                    .keys()
+                                    .into_iter()
+                                    .filter_map(|k| handle.get(&k).map(|c| (k, c)))
+                                    .map(|(k, c)| json!({"key": k.to_string(), "state": format!("{:?}", c.state())}))
+                                    .collect()
+                            } else {
+                                vec![json!({"key": null, "state": format!("{:?}", handle.circuit().state())})]
+                            };
+                            (name.clone(), Value::Array(circuits))
+                        })
+                        .collect();
+                    Json(json!({"routes": state.routes, "upstreams": upstreams, "breakers": breakers}))
+                }
+            }),
+        )
 }
 
 /// Serves `app` on `listener` with connection info (for client IP resolution).
@@ -75,3 +251,6 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Router) -> std::io::R
     )
     .await
 }
+
+/// The body type the gateway's services use.
+pub type GatewayBody = Body;
