@@ -50,6 +50,12 @@ impl<B> GatewayBody<B> {
         }
     }
 
+    /// A complete body produced by the layer (a transformed or replayed body); the same
+    /// as [`rejection`](Self::rejection), named for what it holds.
+    pub fn full(bytes: Bytes) -> Self {
+        Self::rejection(bytes)
+    }
+
     /// Whether this body is the layer's own rather than the inner service's.
     pub fn is_rejection(&self) -> bool {
         matches!(self.kind, Kind::Full { .. })

@@ -6,7 +6,7 @@
 //! client's in the request's `traceparent`, so whatever forwards the request (the proxy,
 //! a composition part) carries `trace_id` + the gateway's span as parent. The resulting
 //! [`TraceContext`] is put in request extensions, and the inner call runs inside a
-//! `tracing` span `gateway.request` with `trace_id` and `span_id` fields.
+//! DEBUG-level `tracing` span `gateway.request` with `trace_id` and `span_id` fields.
 //!
 //! ```
 //! use gateway_layers_core::trace::{TraceContext, TraceContextLayer};
@@ -195,7 +195,7 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let context = continue_trace(request.headers_mut());
-        let span = tracing::info_span!(
+        let span = tracing::debug_span!(
             "gateway.request",
             trace_id = %context.trace_id,
             span_id = %context.span_id,

@@ -1,8 +1,11 @@
 use std::{
     collections::HashMap,
     fmt::Write,
-    hash::{BuildHasher, Hash, Hasher},
-    sync::Mutex,
+    hash::{Hash, Hasher},
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
 };
 
 use super::MetricsRecorder;
@@ -20,7 +23,9 @@ pub const MAX_SERIES: usize = 10_000;
 ///
 /// Names are converted from `gateway.ratelimit.rejected` to
 /// `gateway_ratelimit_rejected_total` (counters), `..._seconds` (histograms) and
-/// `gateway_breaker_state` (gauges). Recording a known series allocates nothing.
+/// `gateway_breaker_state` (gauges). Recording a known series allocates nothing: the
+/// name and labels are hashed (FNV-1a) to one of 16 independently locked shards, so
+/// concurrent requests rarely wait on each other.
 ///
 /// ```
 /// use gateway_layers_core::metrics::{MetricsRecorder, PrometheusRecorder};
@@ -34,15 +39,53 @@ pub const MAX_SERIES: usize = 10_000;
 /// ```
 #[derive(Debug, Default)]
 pub struct PrometheusRecorder {
-    state: Mutex<State>,
+    shards: [Mutex<Shard>; SHARDS],
+    count: AtomicUsize,
+    dropped: AtomicU64,
 }
 
+const SHARDS: usize = 16;
+
 #[derive(Debug, Default)]
-struct State {
-    hasher: std::collections::hash_map::RandomState,
-    series: HashMap<u64, Vec<Series>>,
-    count: usize,
-    dropped: u64,
+struct Shard {
+    series: HashMap<u64, Vec<Series>, std::hash::BuildHasherDefault<Identity>>,
+}
+
+/// The map key is already a hash.
+#[derive(Debug, Default)]
+struct Identity(u64);
+
+impl Hasher for Identity {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// FNV-1a: fast on the short names and labels of metrics; keys are not
+/// attacker-chosen beyond label values, and the series count is bounded.
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -105,8 +148,7 @@ impl PrometheusRecorder {
         labels: &[(&'static str, &str)],
         update: impl FnOnce(&mut Value),
     ) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let mut hasher = state.hasher.build_hasher();
+        let mut hasher = Fnv(0xcbf2_9ce4_8422_2325);
         name.hash(&mut hasher);
         for (k, v) in labels {
             k.hash(&mut hasher);
@@ -122,7 +164,9 @@ impl PrometheusRecorder {
                     .zip(labels)
                     .all(|((k1, v1), (k2, v2))| k1 == k2 && v1 == v2)
         };
-        if let Some(series) = state
+        let shard = &self.shards[(hash as usize) % SHARDS];
+        let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(series) = shard
             .series
             .get_mut(&hash)
             .and_then(|bucket| bucket.iter_mut().find(|s| matches(s)))
@@ -130,14 +174,14 @@ impl PrometheusRecorder {
             update(&mut series.value);
             return;
         }
-        if state.count >= MAX_SERIES {
-            state.dropped += 1;
+        if self.count.fetch_add(1, Ordering::Relaxed) >= MAX_SERIES {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let mut value = Value::new(kind);
         update(&mut value);
-        state.count += 1;
-        state.series.entry(hash).or_default().push(Series {
+        shard.series.entry(hash).or_default().push(Series {
             name,
             labels: labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
             value,
@@ -147,8 +191,15 @@ impl PrometheusRecorder {
     /// Renders every series in the Prometheus text format (version 0.0.4), sorted by
     /// name.
     pub fn render(&self) -> String {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let mut all: Vec<&Series> = state.series.values().flatten().collect();
+        let shards: Vec<_> = self
+            .shards
+            .iter()
+            .map(|shard| shard.lock().unwrap_or_else(|e| e.into_inner()))
+            .collect();
+        let mut all: Vec<&Series> = shards
+            .iter()
+            .flat_map(|shard| shard.series.values().flatten())
+            .collect();
         all.sort_by(|a, b| a.name.cmp(b.name).then_with(|| a.labels.cmp(&b.labels)));
         let mut out = String::new();
         let mut last_family = String::new();
@@ -207,7 +258,7 @@ impl PrometheusRecorder {
         let _ = writeln!(
             out,
             "# TYPE gateway_metrics_dropped_series_total counter\ngateway_metrics_dropped_series_total {}",
-            state.dropped
+            self.dropped.load(Ordering::Relaxed)
         );
         out
     }
