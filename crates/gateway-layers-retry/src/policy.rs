@@ -147,8 +147,13 @@ pub fn server_delay(headers: &HeaderMap, now: SystemTime) -> ServerDelay {
         && let Ok(number) = text.trim().parse::<u64>()
     {
         if number > EPOCH_THRESHOLD {
-            let at = SystemTime::UNIX_EPOCH + Duration::from_secs(number);
-            return ServerDelay::Wait(at.duration_since(now).unwrap_or(Duration::ZERO));
+            // A timestamp past what `SystemTime` can hold is "too far to wait", not a panic.
+            return ServerDelay::Wait(
+                match SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(number)) {
+                    Some(at) => at.duration_since(now).unwrap_or(Duration::ZERO),
+                    None => Duration::MAX,
+                },
+            );
         }
         return ServerDelay::Wait(Duration::from_secs(number));
     }
@@ -350,6 +355,12 @@ mod tests {
             server_delay(&h, now),
             ServerDelay::Wait(Duration::from_secs(4))
         );
+        // Regression (found by the retry_after fuzz target): a reset timestamp beyond
+        // what SystemTime holds is an endless wait, not a panic.
+        for huge in ["9223372036854775808", "18446744073709551615"] {
+            h.insert("x-ratelimit-reset", HeaderValue::from_static(huge));
+            assert_eq!(server_delay(&h, now), ServerDelay::Wait(Duration::MAX));
+        }
         // Retry-After wins over X-RateLimit-Reset.
         h.insert("retry-after", HeaderValue::from_static("1"));
         assert_eq!(
