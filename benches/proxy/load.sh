@@ -49,6 +49,11 @@ pin() { # pin CPUS cmd...
     local cpus="$1"; shift
     if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then taskset -c "$cpus" "$@"; else "$@"; fi
 }
+pin_bg() { # pin_bg CPUS cmd... &   (exec: the backgrounded call's $! is then the process
+    # itself, so cleanup's kill reaches it and not only the subshell)
+    local cpus="$1"; shift
+    if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then exec taskset -c "$cpus" "$@"; else exec "$@"; fi
+}
 
 echo "building release binary..." >&2
 cargo build --release -q -p gateway-layers-proxy --example proxy_load
@@ -65,9 +70,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-pin "$LOADGEN_CPUS" "$BIN" upstream "127.0.0.1:$UPSTREAM_PORT" "$UPSTREAM_THREADS" >"$WORK/upstream.log" 2>&1 & PIDS+=($!)
-pin "$PROXY_CPUS" "$BIN" gateway "127.0.0.1:$GATEWAY_PORT" "127.0.0.1:$UPSTREAM_PORT" "$PROXY_THREADS" >"$WORK/gateway.log" 2>&1 & PIDS+=($!)
-pin "$PROXY_CPUS" "$BIN" bare "127.0.0.1:$BARE_PORT" "127.0.0.1:$UPSTREAM_PORT" "$PROXY_THREADS" >"$WORK/bare.log" 2>&1 & PIDS+=($!)
+pin_bg "$LOADGEN_CPUS" "$BIN" upstream "127.0.0.1:$UPSTREAM_PORT" "$UPSTREAM_THREADS" >"$WORK/upstream.log" 2>&1 & PIDS+=($!)
+pin_bg "$PROXY_CPUS" "$BIN" gateway "127.0.0.1:$GATEWAY_PORT" "127.0.0.1:$UPSTREAM_PORT" "$PROXY_THREADS" >"$WORK/gateway.log" 2>&1 & PIDS+=($!)
+pin_bg "$PROXY_CPUS" "$BIN" bare "127.0.0.1:$BARE_PORT" "127.0.0.1:$UPSTREAM_PORT" "$PROXY_THREADS" >"$WORK/bare.log" 2>&1 & PIDS+=($!)
 
 mkdir -p "$WORK/nginx/logs"
 cat >"$WORK/nginx.conf" <<EOF
@@ -100,7 +105,7 @@ http {
     }
 }
 EOF
-pin "$PROXY_CPUS" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx.conf" -g 'daemon off;' >"$WORK/nginx.log" 2>&1 & PIDS+=($!)
+pin_bg "$PROXY_CPUS" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx.conf" -g 'daemon off;' >"$WORK/nginx.log" 2>&1 & PIDS+=($!)
 
 wait_port() {
     for _ in $(seq 1 100); do
