@@ -5,6 +5,9 @@
 //! cargo run -p example-gateway -- --config my.yaml   # your document
 //! ```
 //!
+//! `TOKIO_WORKER_THREADS=1` runs everything on one current-thread runtime; otherwise a
+//! multi-thread runtime is used.
+//!
 //! The embedded document starts the demo users / orders services on loopback and
 //! listens on `127.0.0.1:8080` (a free port if taken); `/metrics` and `/admin` are on
 //! the admin listener (`127.0.0.1:9090`). It prints the addresses, a demo token and
@@ -26,8 +29,29 @@ async fn bind(wanted: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // One thread: a current-thread runtime (no cross-thread wake-ups); otherwise tokio's
+    // multi-thread runtime with TOKIO_WORKER_THREADS workers (default: one per core).
+    let threads = std::env::var("TOKIO_WORKER_THREADS").ok();
+    let runtime = if threads.as_deref() == Some("1") {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
+    match runtime {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(error) => {
+            eprintln!("cannot start the runtime: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::INFO)
         .init();
