@@ -312,6 +312,9 @@ impl Shared {
                     if presented.is_some() {
                         return Err(AuthError::MultipleTokens);
                     }
+                    if value.len() > 3 * MAX_API_KEY_BYTES {
+                        return Err(AuthError::InvalidApiKey);
+                    }
                     let decoded: Vec<u8> = percent_encoding::percent_decode_str(value).collect();
                     presented = Some(std::borrow::Cow::Owned(decoded));
                 }

@@ -335,7 +335,12 @@ impl RemoteJwks {
     /// Waits (bounded by the fetch timeout) for the next fetch attempt to finish.
     pub(crate) async fn wait_next_attempt(&self, seen: u64) {
         let mut rx = self.inner.attempts.subscribe();
-        let limit = self.inner.options.fetch_timeout * 2 + Duration::from_millis(100);
+        let limit = self
+            .inner
+            .options
+            .fetch_timeout
+            .saturating_mul(2)
+            .saturating_add(Duration::from_millis(100));
         let _ = tokio::time::timeout(limit, rx.wait_for(|n| *n > seen)).await;
     }
 

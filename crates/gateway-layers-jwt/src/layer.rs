@@ -609,53 +609,60 @@ impl<C: DeserializeOwned + Send + Sync + 'static> Shared<C> {
         if let Err(e) = token::verify_signature(&parsed, key) {
             return Step::Refused(e);
         }
-        let validity =
-            match provider
-                .rules
-                .validate(&parsed.claims, parsed.info.typ.as_deref(), now)
-            {
-                Ok(v) => v,
-                Err(e) => return Step::Refused(e),
-            };
+        // Claims are read through core's `Identity::claim` (names or JSON Pointers).
+        let issuer: Option<Arc<str>> = iss.map(Arc::from);
+        let claims_map = Arc::new(parsed.claims);
+        let mut identity = Identity::new()
+            .with_source(IdentitySource::Jwt)
+            .with_claims_map(claims_map.clone());
+        let validity = match provider
+            .rules
+            .validate(&identity, parsed.info.typ.as_deref(), now)
+        {
+            Ok(v) => v,
+            Err(e) => return Step::Refused(e),
+        };
         let mut scopes = Vec::new();
         let mut roles = Vec::new();
-        if let Err(e) = token::grants(&parsed.claims, "scope", &mut scopes)
-            .and_then(|()| token::grants(&parsed.claims, "scp", &mut scopes))
-            .and_then(|()| token::grants(&parsed.claims, &self.roles_claim, &mut roles))
+        if let Err(e) = token::grants(identity.claim("scope"), &mut scopes)
+            .and_then(|()| token::grants(identity.claim("scp"), &mut scopes))
+            .and_then(|()| token::grants(identity.claim(&self.roles_claim), &mut roles))
         {
             return Step::Refused(e);
         }
         let mut forward = Vec::with_capacity(self.forward.len());
         for (claim, name) in &self.forward {
-            if let Some(text) = token::pointer(&parsed.claims, claim).and_then(header_text)
+            if let Some(text) = identity.claim(claim).and_then(header_text)
                 && let Ok(value) = gateway_layers_core::headers::checked_value(text.as_bytes())
             {
                 forward.push((name.clone(), value));
             }
         }
-        let mut identity = Identity::new()
-            .with_source(IdentitySource::Jwt)
-            .with_scopes(scopes.iter().cloned());
-        if let Some(Value::String(sub)) = parsed.claims.get("sub") {
+        let tier = self
+            .tier_claim
+            .as_deref()
+            .and_then(|name| match identity.claim(name) {
+                Some(Value::String(tier)) => Some(tier.clone()),
+                _ => None,
+            });
+        identity = identity.with_scopes(scopes.iter().cloned());
+        if let Some(Value::String(sub)) = claims_map.get("sub") {
             identity = identity.with_subject(sub.as_str());
         }
-        if let Some(iss) = iss {
+        if let Some(iss) = issuer {
             identity = identity.with_issuer(iss);
         }
-        if let Some(tier_claim) = &self.tier_claim
-            && let Some(Value::String(tier)) = token::pointer(&parsed.claims, tier_claim)
-        {
-            identity = identity.with_tier(tier.clone());
+        if let Some(tier) = tier {
+            identity = identity.with_tier(tier);
         }
         let payload_len = parsed.payload.len();
-        let claims_map = Arc::new(parsed.claims);
         let claims = match typed_claims::<C>(&claims_map, &parsed.payload) {
             Ok(c) => c,
             Err(e) => return Step::Refused(e),
         };
         let verified = Arc::new(Verified {
             claims,
-            identity: identity.with_claims_map(claims_map),
+            identity,
             scopes: scopes.into(),
             roles: roles.into(),
             forward,

@@ -99,7 +99,7 @@ impl TokenSources {
         if self.bearer {
             for value in headers.get_all(header::AUTHORIZATION) {
                 let bytes = value.as_bytes();
-                if bytes.len() > self.max_bytes + 64 {
+                if bytes.len() > self.max_bytes.saturating_add(64) {
                     return Err(AuthError::TooLarge);
                 }
                 let Some(space) = bytes.iter().position(|b| *b == b' ') else {
@@ -115,7 +115,7 @@ impl TokenSources {
         }
         for (name, prefix) in &self.headers {
             for value in headers.get_all(name) {
-                if value.len() > self.max_bytes + prefix.len() {
+                if value.len() > self.max_bytes.saturating_add(prefix.len()) {
                     return Err(AuthError::TooLarge);
                 }
                 let value = value.to_str().map_err(|_| AuthError::Malformed)?;
@@ -144,7 +144,7 @@ impl TokenSources {
             for pair in query.split('&') {
                 let (name, token) = pair.split_once('=').unwrap_or((pair, ""));
                 if self.query.iter().any(|q| q == name) {
-                    if token.len() > self.max_bytes * 3 {
+                    if token.len() > self.max_bytes.saturating_mul(3) {
                         return Err(AuthError::TooLarge);
                     }
                     let decoded = percent_encoding::percent_decode_str(token)
@@ -241,5 +241,22 @@ mod tests {
         let s = TokenSources::none().header("X-Token", "Token ").unwrap();
         let h = headers(&[("x-token", "token xyz")]);
         assert_eq!(s.extract(&h, &uri).unwrap().as_deref(), Some("xyz"));
+    }
+
+    #[test]
+    fn huge_limit_does_not_overflow() {
+        let uri = Uri::from_static("/?access_token=abc");
+        let s = TokenSources::bearer()
+            .header("X-Token", "Token ")
+            .unwrap()
+            .query("access_token")
+            .max_bytes(usize::MAX);
+        let h = headers(&[("x-token", "Token xyz")]);
+        assert_eq!(s.extract(&h, &uri).unwrap_err(), AuthError::MultipleTokens);
+        let h = headers(&[("authorization", "Bearer xyz")]);
+        assert_eq!(
+            s.extract(&h, &Uri::from_static("/")).unwrap().as_deref(),
+            Some("xyz")
+        );
     }
 }

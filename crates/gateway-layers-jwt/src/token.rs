@@ -7,6 +7,7 @@ use std::{
 };
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use gateway_layers_core::Identity;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -344,13 +345,14 @@ fn type_matches(expected: &str, actual: &str) -> bool {
 }
 
 impl ClaimRules {
-    /// Validates claims and header type at `now` (Unix seconds).
+    /// Validates the claims of `identity` and the header type at `now` (Unix seconds).
     pub(crate) fn validate(
         &self,
-        claims: &Map<String, Value>,
+        identity: &Identity,
         typ: Option<&str>,
         now: u64,
     ) -> Result<Validity, AuthError> {
+        let claims = identity.claims();
         // Types of registered claims first: a wrongly typed claim is never "absent".
         let exp = numeric_date(claims, "exp")?;
         let nbf = numeric_date(claims, "nbf")?;
@@ -426,7 +428,7 @@ impl ClaimRules {
             }
         }
         for name in &self.required {
-            if pointer(claims, name).is_none_or(Value::is_null) {
+            if identity.claim(name).is_none_or(Value::is_null) {
                 return Err(AuthError::MissingClaim);
             }
         }
@@ -434,33 +436,11 @@ impl ClaimRules {
     }
 }
 
-/// A JSON Pointer into a claims map.
-pub(crate) fn pointer<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
-    if !path.starts_with('/') {
-        return claims.get(path);
-    }
-    let mut tokens = path.split('/').skip(1);
-    let first = tokens.next()?.replace("~1", "/").replace("~0", "~");
-    let mut value = claims.get(&first)?;
-    for token in tokens {
-        let token = token.replace("~1", "/").replace("~0", "~");
-        value = match value {
-            Value::Object(map) => map.get(&token)?,
-            Value::Array(items) => items.get(token.parse::<usize>().ok()?)?,
-            _ => return None,
-        };
-    }
-    Some(value)
-}
-
-/// Collects a grant list (scopes or roles) from a claim: a space-separated string or
-/// an array of strings. Any other type is an error.
-pub(crate) fn grants(
-    claims: &Map<String, Value>,
-    path: &str,
-    out: &mut Vec<Arc<str>>,
-) -> Result<(), AuthError> {
-    match pointer(claims, path) {
+/// Collects a grant list (scopes or roles) from a claim value (see
+/// [`Identity::claim`]): a space-separated string or an array of strings. Any other
+/// type is an error.
+pub(crate) fn grants(value: Option<&Value>, out: &mut Vec<Arc<str>>) -> Result<(), AuthError> {
+    match value {
         None | Some(Value::Null) => Ok(()),
         Some(Value::String(s)) => {
             out.extend(s.split(' ').filter(|s| !s.is_empty()).map(Arc::from));
@@ -481,11 +461,9 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn map(v: Value) -> Map<String, Value> {
-        match v {
-            Value::Object(m) => m,
-            _ => unreachable!(),
-        }
+    fn map(v: Value) -> Identity {
+        assert!(v.is_object());
+        Identity::new().with_claims(v)
     }
 
     #[test]
@@ -635,17 +613,38 @@ mod tests {
     }
 
     #[test]
+    fn required_claims_by_name_or_pointer() {
+        let now = 1_000_000;
+        let rules = ClaimRules {
+            required: vec!["tenant".into(), "/org/id".into()],
+            ..ClaimRules::default()
+        };
+        let ok = json!({"exp": now + 10, "tenant": "t", "org": {"id": 7}});
+        assert!(rules.validate(&map(ok), None, now).is_ok());
+        for bad in [
+            json!({"exp": now + 10, "org": {"id": 7}}),
+            json!({"exp": now + 10, "tenant": "t", "org": {"id": null}}),
+            json!({"exp": now + 10, "tenant": "t", "org": 7}),
+        ] {
+            assert_eq!(
+                rules.validate(&map(bad), None, now).unwrap_err(),
+                AuthError::MissingClaim
+            );
+        }
+    }
+
+    #[test]
     fn grants_from_string_or_array() {
         let claims =
             map(json!({"scope": "a  b", "roles": ["x"], "bad": [1], "realm": {"roles": ["r"]}}));
         let mut out = Vec::new();
-        grants(&claims, "scope", &mut out).unwrap();
-        grants(&claims, "roles", &mut out).unwrap();
-        grants(&claims, "/realm/roles", &mut out).unwrap();
+        grants(claims.claim("scope"), &mut out).unwrap();
+        grants(claims.claim("roles"), &mut out).unwrap();
+        grants(claims.claim("/realm/roles"), &mut out).unwrap();
         assert_eq!(
             out.iter().map(|s| &**s).collect::<Vec<_>>(),
             ["a", "b", "x", "r"]
         );
-        assert!(grants(&claims, "bad", &mut out).is_err());
+        assert!(grants(claims.claim("bad"), &mut out).is_err());
     }
 }

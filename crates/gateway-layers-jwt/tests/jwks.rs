@@ -71,16 +71,13 @@ async fn random_kids_cannot_cause_a_fetch_storm() {
     let layer = layer_for(jwks);
     let ok = jwt::mint(TestAlg::Rs256, &jwt::claims("u", 300));
     assert_eq!(send(layer.clone(), bearer(&ok)).await.status, 200);
-    let mut refused_count = 0;
     for i in 0..200 {
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(format!("random-{i}"));
         let token = jwt::mint_with_header(TestAlg::Rs256, &header, &jwt::claims("u", 300));
         let outcome = send(layer.clone(), bearer(&token)).await;
         assert_eq!(outcome.reason, Some(AuthError::UnknownKid));
-        refused_count += 1;
     }
-    assert_eq!(refused_count, 200);
     // The initial fetch plus exactly one refetch for the whole cooldown window.
     assert_eq!(server.requests(), 2);
 }
