@@ -143,7 +143,9 @@ pub(crate) fn prepare_request(
         parts
             .uri
             .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            // host[:port]: userinfo (`user:pass@`) never goes into `Host`.
+            .map(|a| a.as_str().rsplit_once('@').map_or(a.as_str(), |(_, hp)| hp))
+            .and_then(|hp| HeaderValue::from_str(hp).ok())
     });
     let proto = if parts.uri.scheme_str() == Some("https") {
         "https"
@@ -260,8 +262,15 @@ fn forwarding_headers(
             element.push(';');
         }
         if let Some(host) = original_host.and_then(|h| h.to_str().ok()) {
+            // A quoted-string: `"` and `\` in a (bogus) client `Host` are escaped, so
+            // it cannot close the quote and inject `for=` parameters.
             element.push_str("host=\"");
-            element.push_str(host);
+            for c in host.chars() {
+                if matches!(c, '"' | '\\') {
+                    element.push('\\');
+                }
+                element.push(c);
+            }
             element.push_str("\";");
         }
         element.push_str("proto=");
@@ -431,6 +440,28 @@ mod tests {
             p.headers["forwarded"],
             "for=203.0.113.9, for=10.0.0.2;host=\"h\";proto=http"
         );
+    }
+
+    #[test]
+    fn forwarded_host_cannot_inject_parameters() {
+        let mut p = parts(
+            "/",
+            "192.0.2.1:1",
+            &[("host", "evil\";for=203.0.113.1;x=\"\\")],
+        );
+        prepare_request(&mut p, &target("http://u"), &settings(&[]), None).unwrap();
+        assert_eq!(
+            p.headers["forwarded"],
+            "for=192.0.2.1;host=\"evil\\\";for=203.0.113.1;x=\\\"\\\\\";proto=http"
+        );
+    }
+
+    #[test]
+    fn host_from_the_authority_drops_userinfo() {
+        let mut p = parts("http://user:pw@api.example:8080/x", "192.0.2.1:1", &[]);
+        prepare_request(&mut p, &target("http://u"), &settings(&[]), None).unwrap();
+        assert_eq!(p.headers["host"], "api.example:8080");
+        assert_eq!(p.headers["x-forwarded-host"], "api.example:8080");
     }
 
     #[test]

@@ -499,7 +499,9 @@ async fn passive_ejection_and_restoration() {
     let proxy = Proxy::builder()
         .targets([a.url(), b.url()])
         .passive_health(
-            PassiveHealth::new(2).ejection_time(Duration::from_millis(400), Duration::from_secs(5)),
+            // Long enough that the ten requests below all fall inside the ejection,
+            // even on a loaded machine.
+            PassiveHealth::new(2).ejection_time(Duration::from_secs(2), Duration::from_secs(5)),
         )
         .build()
         .unwrap();

@@ -324,9 +324,14 @@ impl<B, RB, E> Router<B, RB, E> {
         // 3.2.2); a differing `Host` header is then rewritten to it.
         let mut host_fix = None;
         let host = if let Some(authority) = uri.authority() {
+            // `Host` is host[:port]: any userinfo (`user:pass@`) stays out of it.
+            let host_port = authority
+                .as_str()
+                .rsplit_once('@')
+                .map_or(authority.as_str(), |(_, hp)| hp);
             let header = request.headers().get(HOST);
-            if header.is_none_or(|h| h.as_bytes() != authority.as_str().as_bytes()) {
-                host_fix = HeaderValue::from_str(authority.as_str()).ok();
+            if header.is_none_or(|h| h.as_bytes() != host_port.as_bytes()) {
+                host_fix = HeaderValue::from_str(host_port).ok();
             }
             match normalize_host(authority.host()) {
                 Ok(h) => Some((h.name, authority.port_u16())),

@@ -334,6 +334,20 @@ async fn absolute_form_target_wins_over_host_header() {
     assert_eq!(seen.route, "a");
     // The forwarded Host agrees with what was matched.
     assert_eq!(seen.host.as_deref(), Some("a.example.com:8080"));
+    // Userinfo in the absolute-form target never reaches the forwarded Host.
+    let seen = send(
+        &router,
+        request(
+            "GET",
+            Some("b.example.com"),
+            "http://user:secret@a.example.com/x",
+            &[],
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(seen.route, "a");
+    assert_eq!(seen.host.as_deref(), Some("a.example.com"));
     let got = send(&router, request("GET", Some("bad host"), "/x", &[])).await;
     assert_eq!(got, Err((400, None)));
     let got = send(&router, request("GET", None, "/x", &[])).await;
