@@ -150,9 +150,11 @@ where
                     Some(rest) => {
                         let rest = rest.size_hint();
                         let mut hint = SizeHint::new();
-                        hint.set_lower(buffered + rest.lower());
+                        // Saturating: a wrapped upper bound below the lower one would
+                        // make `set_upper` panic.
+                        hint.set_lower(buffered.saturating_add(rest.lower()));
                         if let Some(upper) = rest.upper() {
-                            hint.set_upper(buffered + upper);
+                            hint.set_upper(buffered.saturating_add(upper));
                         }
                         hint
                     }
@@ -185,6 +187,39 @@ mod tests {
     }
 
     /// A body with no frames and a `&str` error, to give the replay an error type.
+    /// A body whose size hint has no useful upper bound.
+    struct Huge;
+
+    impl Body for Huge {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(None)
+        }
+        fn size_hint(&self) -> SizeHint {
+            let mut hint = SizeHint::new();
+            hint.set_lower(u64::MAX - 1);
+            hint.set_upper(u64::MAX);
+            hint
+        }
+    }
+
+    #[test]
+    fn replay_size_hint_saturates() {
+        let body: TransformBody<Huge> = TransformBody::replay(
+            vec![Bytes::from_static(b"ab")],
+            None,
+            Some(Box::pin(Huge)),
+            None,
+        );
+        let hint = body.size_hint();
+        assert_eq!(hint.lower(), u64::MAX);
+        assert_eq!(hint.upper(), Some(u64::MAX));
+    }
+
     #[derive(Debug)]
     struct Failing;
 

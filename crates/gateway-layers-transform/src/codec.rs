@@ -4,7 +4,7 @@ use std::io::{Read, Write};
 
 use flate2::{
     Compression,
-    read::{DeflateDecoder, GzDecoder, ZlibDecoder},
+    read::{DeflateDecoder, MultiGzDecoder, ZlibDecoder},
     write::{GzEncoder, ZlibEncoder},
 };
 use http::{
@@ -68,7 +68,7 @@ pub(crate) fn coding(headers: &HeaderMap, policy: CompressedBodies) -> Option<Co
 fn read_capped(reader: impl Read, cap: usize) -> Result<Vec<u8>, DecodeError> {
     let mut out = Vec::new();
     reader
-        .take(cap as u64 + 1)
+        .take((cap as u64).saturating_add(1))
         .read_to_end(&mut out)
         .map_err(|_| DecodeError::Corrupt)?;
     if out.len() > cap {
@@ -82,7 +82,9 @@ pub(crate) fn decode(coding: Coding, body: &[u8], cap: usize) -> Result<Vec<u8>,
     match coding {
         Coding::Identity if body.len() > cap => Err(DecodeError::TooLarge),
         Coding::Identity => Ok(body.to_vec()),
-        Coding::Gzip => read_capped(GzDecoder::new(body), cap),
+        // Every member: a gzip body may be several members back to back (RFC 1952 §2.2),
+        // and `GzDecoder` would silently drop all but the first.
+        Coding::Gzip => read_capped(MultiGzDecoder::new(body), cap),
         // RFC 9110 "deflate" is zlib; some servers send raw deflate.
         Coding::Deflate => match read_capped(ZlibDecoder::new(body), cap) {
             Err(DecodeError::Corrupt) => read_capped(DeflateDecoder::new(body), cap),
@@ -196,6 +198,20 @@ mod tests {
             decode(Coding::Gzip, b"not gzip", 1024),
             Err(DecodeError::Corrupt)
         );
+        // The largest cap does not overflow.
+        assert_eq!(
+            decode(
+                Coding::Gzip,
+                &encode(Coding::Gzip, body.clone()),
+                usize::MAX
+            )
+            .unwrap(),
+            body
+        );
+        // A multi-member gzip body decodes whole, not only its first member.
+        let mut two = encode(Coding::Gzip, br#"{"a":"#.to_vec());
+        two.extend(encode(Coding::Gzip, b"1}".to_vec()));
+        assert_eq!(decode(Coding::Gzip, &two, 1024).unwrap(), br#"{"a":1}"#);
         // A bomb stops at the cap.
         let bomb = encode(Coding::Gzip, vec![b' '; 10 << 20]);
         assert_eq!(

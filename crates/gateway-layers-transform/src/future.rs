@@ -229,6 +229,15 @@ impl<S, B> ReadRequest<S, B> {
             }
         };
         let request = body.map(|body| {
+            if collect.trailers.is_some() {
+                // The inner service's `GatewayBody` holds a rebuilt body as bytes only,
+                // so request trailers cannot follow it: say so rather than lose them
+                // silently.
+                tracing::warn!(
+                    target: "gateway_layers::transform",
+                    "transform.request_trailers_dropped"
+                );
+            }
             set_length(&mut parts.headers, body.len());
             Request::from_parts(parts, GatewayBody::rejection(body))
         });

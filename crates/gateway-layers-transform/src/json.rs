@@ -138,13 +138,9 @@ enum Val {
 struct Op<T> {
     parent: Vec<Seg>,
     last: Seg,
+    /// `parent` then `last`, kept whole so applying an op allocates no path.
+    full: Box<[Seg]>,
     arg: T,
-}
-
-impl<T> Op<T> {
-    fn full_path(&self) -> impl Iterator<Item = &Seg> {
-        self.parent.iter().chain(std::iter::once(&self.last))
-    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -207,10 +203,17 @@ pub(crate) struct JsonPlan {
 }
 
 fn op<T>(field: &'static str, path: &str, arg: T) -> Result<Op<T>, ConfigError> {
-    let mut parent = parse_path(path)
-        .map_err(|reason| ConfigError::invalid(field, format!("{path}: {reason}")))?;
+    let full: Box<[Seg]> = parse_path(path)
+        .map_err(|reason| ConfigError::invalid(field, format!("{path}: {reason}")))?
+        .into();
+    let mut parent = full.to_vec();
     let last = parent.pop().expect("non-empty path");
-    Ok(Op { parent, last, arg })
+    Ok(Op {
+        parent,
+        last,
+        full,
+        arg,
+    })
 }
 
 impl JsonPlan {
@@ -380,8 +383,7 @@ impl JsonPlan {
             let Some(value) = resolve(&o.arg) else {
                 continue;
             };
-            let path: Vec<Seg> = o.full_path().cloned().collect();
-            visit(doc, &path, false, &mut |target| *target = value.clone());
+            visit(doc, &o.full, false, &mut |target| *target = value.clone());
         }
         for o in &self.add {
             let (Seg::Key { name, .. }, Some(value)) = (&o.last, resolve(&o.arg)) else {
@@ -417,14 +419,14 @@ impl JsonPlan {
                     _ => {}
                 }),
                 _ => {
-                    let path: Vec<Seg> = o.full_path().cloned().collect();
-                    visit(doc, &path, false, &mut |target| push(target, value.clone()));
+                    visit(doc, &o.full, false, &mut |target| {
+                        push(target, value.clone())
+                    });
                 }
             }
         }
         for o in &self.cast {
-            let path: Vec<Seg> = o.full_path().cloned().collect();
-            visit(doc, &path, false, &mut |target| {
+            visit(doc, &o.full, false, &mut |target| {
                 if let Some(cast) = cast_value(target, o.arg) {
                     *target = cast;
                 }
