@@ -79,9 +79,19 @@ impl Shared {
                 .get::<Identity>()
                 .and_then(Identity::tier)
                 .and_then(|t| self.by_tier.get(t.as_str())),
-            TierSource::Static(map) => map
-                .get(key.to_string().as_str())
-                .and_then(|t| self.by_tier.get(t.as_str())),
+            TierSource::Static(map) => {
+                // Borrow the key's text when it has one; only other keys are formatted.
+                let tier = match key {
+                    Key::Text(text) => map.get(&**text),
+                    Key::Static(text) => map.get(*text),
+                    Key::Header(value) => match value.to_str() {
+                        Ok(text) => map.get(text),
+                        Err(_) => map.get(key.to_string().as_str()),
+                    },
+                    _ => map.get(key.to_string().as_str()),
+                };
+                tier.and_then(|t| self.by_tier.get(t.as_str()))
+            }
             TierSource::Function(f) => f(view).and_then(|t| self.by_tier.get(t.as_str())),
             TierSource::TrustedHeader(name) => view
                 .headers

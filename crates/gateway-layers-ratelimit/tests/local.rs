@@ -255,6 +255,37 @@ async fn other_tier_sources() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_static_tier_map_matches_ip_and_header_keys() {
+    let by_ip = RateLimitLayer::builder()
+        .default_policy(Limit::per_minute(2))
+        .tier("premium", Limit::per_minute(10))
+        .tier_source(TierSource::static_map([("192.0.2.7", "premium")]))
+        .build()
+        .unwrap();
+    let s = svc(&by_ip);
+    assert_eq!(admitted(&s, || from("192.0.2.7")).await, 10);
+    assert_eq!(admitted(&s, || from("192.0.2.8")).await, 2);
+
+    let by_header = RateLimitLayer::builder()
+        .key(KeyPolicy::new(HeaderKey::new("x-api-key").unwrap()))
+        .default_policy(Limit::per_minute(2))
+        .tier("premium", Limit::per_minute(10))
+        .tier_source(TierSource::static_map([("k-vip", "premium")]))
+        .build()
+        .unwrap();
+    let s = svc(&by_header);
+    let with_key = |k: &'static str| {
+        move || {
+            let mut req = Request::new(());
+            req.headers_mut().insert("x-api-key", k.parse().unwrap());
+            req
+        }
+    };
+    assert_eq!(admitted(&s, with_key("k-vip")).await, 10);
+    assert_eq!(admitted(&s, with_key("k-other")).await, 2);
+}
+
+#[tokio::test(start_paused = true)]
 async fn several_windows_and_the_tightest_one_is_reported() {
     let layer = RateLimitLayer::builder()
         .default_policy([

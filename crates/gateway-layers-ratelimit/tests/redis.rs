@@ -109,9 +109,11 @@ async fn three_instances_share_one_limit_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_have_prefix_ttl_and_script_survives_flush() {
     let redis = RedisServer::start();
+    // Per minute, not per second: the sixth request must be refused even when the
+    // machine is slow (a per-second limit refills within 200 ms of wall time).
     let layer = layer(
         &redis,
-        Limit::per_second(5).with_burst(5),
+        Limit::per_minute(5).with_burst(5),
         OnBackendError::Deny,
     );
     let s = svc(&layer);
@@ -121,7 +123,12 @@ async fn keys_have_prefix_ttl_and_script_survives_flush() {
     }
     let res = s.clone().oneshot(from("192.0.2.1")).await.unwrap();
     assert_eq!(res.status(), 429);
-    assert_eq!(res.headers()["retry-after"], "1");
+    let header: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=12).contains(&header), "{header}");
     let retry = res
         .extensions()
         .get::<RateLimitDecision>()
@@ -129,7 +136,7 @@ async fn keys_have_prefix_ttl_and_script_survives_flush() {
         .retry_after
         .unwrap();
     assert!(
-        retry > Duration::ZERO && retry <= Duration::from_millis(200),
+        retry > Duration::ZERO && retry <= Duration::from_secs(12),
         "{retry:?}"
     );
 
@@ -145,7 +152,7 @@ async fn keys_have_prefix_ttl_and_script_survives_flush() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert!(ttl > 0 && ttl <= 1001, "{ttl}");
+    assert!(ttl > 0 && ttl <= 60_001, "{ttl}");
 
     // The script cache is emptied: EVALSHA gets NOSCRIPT and the script is reloaded.
     let _: () = redis::cmd("SCRIPT")
