@@ -61,6 +61,9 @@ struct Reader<B> {
     /// Bytes this reader has yielded.
     yielded: u64,
     trailers_sent: bool,
+    /// This reader has yielded the whole body (every chunk, the trailers, the end):
+    /// its last poll and `is_end_stream` answer without the lock.
+    done: bool,
     /// The size hint of the client's body when the request arrived.
     hint: SizeHint,
 }
@@ -138,13 +141,15 @@ where
     ///
     /// An empty body needs no copy; a body whose size hint already exceeds `cap` is
     /// streamed through and cannot be replayed.
+    #[inline]
     pub fn new(body: B, cap: usize) -> Self {
-        let kind = if body.is_end_stream() {
-            Kind::Empty
-        } else if body.size_hint().lower() > cap as u64 {
+        if body.is_end_stream() {
+            return Self { kind: Kind::Empty };
+        }
+        let hint = body.size_hint();
+        let kind = if hint.lower() > cap as u64 {
             Kind::Passthrough { body }
         } else {
-            let hint = body.size_hint();
             Kind::Replay {
                 reader: Reader {
                     shared: Arc::new(Mutex::new(Shared {
@@ -160,6 +165,7 @@ where
                     next: 0,
                     yielded: 0,
                     trailers_sent: false,
+                    done: false,
                     hint,
                 },
             }
@@ -207,6 +213,7 @@ impl<B> ReplayBody<B> {
                             next: 0,
                             yielded: 0,
                             trailers_sent: false,
+                            done: false,
                             hint: reader.hint,
                         },
                     },
@@ -216,6 +223,7 @@ impl<B> ReplayBody<B> {
     }
 
     /// A handle that keeps the buffered copy alive without being an attempt's body.
+    #[inline]
     pub(crate) fn handle(&self) -> Option<Self> {
         match &self.kind {
             Kind::Empty => Some(Self { kind: Kind::Empty }),
@@ -229,6 +237,7 @@ impl<B> ReplayBody<B> {
                         next: 0,
                         yielded: 0,
                         trailers_sent: false,
+                        done: false,
                         hint: reader.hint,
                     },
                 },
@@ -237,12 +246,33 @@ impl<B> ReplayBody<B> {
     }
 }
 
+/// After the client's body ended: a reader's trailers (once), then the end.
+fn finish<B>(
+    trailers_sent: &mut bool,
+    done: &mut bool,
+    shared: &Shared<B>,
+) -> Option<Result<Frame<Bytes>, BoxError>> {
+    if !*trailers_sent {
+        *trailers_sent = true;
+        if let Some(trailers) = shared.trailers.clone() {
+            return Some(Ok(Frame::trailers(trailers)));
+        }
+    }
+    *done = true;
+    None
+}
+
 impl<B> Reader<B>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.done {
+            // Everything was yielded; a superseded reader that already has the whole
+            // body races nobody.
+            return Poll::Ready(None);
+        }
         let mut shared = lock(&self.shared);
         if shared.generation != self.generation {
             return Poll::Ready(Some(Err(Superseded.into())));
@@ -251,29 +281,21 @@ where
             let chunk = shared.chunks.get(self.next);
             self.next += 1;
             self.yielded += chunk.len() as u64;
+            // The last copied chunk of a body that ended without trailers: done.
+            self.done = self.next == shared.chunks.len()
+                && shared.source.is_none()
+                && shared.trailers.is_none();
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
         let Some(source) = shared.source.as_mut() else {
             // The client's body ended: trailers, then the end.
-            if !self.trailers_sent {
-                self.trailers_sent = true;
-                if let Some(trailers) = shared.trailers.clone() {
-                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-                }
-            }
-            return Poll::Ready(None);
+            return Poll::Ready(finish(&mut self.trailers_sent, &mut self.done, &shared));
         };
         match source.as_mut().poll_frame(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
                 shared.source = None;
-                if !self.trailers_sent {
-                    self.trailers_sent = true;
-                    if let Some(trailers) = shared.trailers.clone() {
-                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-                    }
-                }
-                Poll::Ready(None)
+                Poll::Ready(finish(&mut self.trailers_sent, &mut self.done, &shared))
             }
             Poll::Ready(Some(Err(error))) => {
                 // A broken client body cannot be replayed either.
@@ -297,6 +319,14 @@ where
                                 shared.buffered = 0;
                             }
                         }
+                        // Most bodies say they ended with their last chunk (`Full`, a
+                        // `Content-Length` body read to the end): release the source
+                        // now, so neither this reader nor the upstream polls it again.
+                        if shared.source.as_ref().is_some_and(|s| s.is_end_stream()) {
+                            shared.source = None;
+                            self.trailers_sent = true;
+                            self.done = true;
+                        }
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
                     Err(frame) => frame,
@@ -313,6 +343,9 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
+        if self.done {
+            return true;
+        }
         let shared = lock(&self.shared);
         if shared.generation != self.generation {
             return false;
@@ -475,5 +508,122 @@ mod tests {
         assert!(empty.is_replayable());
         assert!(empty.is_end_stream());
         assert!(format!("{empty:?}").contains("empty"));
+    }
+
+    /// Every data chunk of a body, in order, and its trailers.
+    async fn frames<B>(mut body: B) -> (Vec<Bytes>, Option<HeaderMap>)
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: fmt::Debug,
+    {
+        let (mut chunks, mut trailers) = (Vec::new(), None);
+        while let Some(frame) = body.frame().await {
+            match frame.unwrap().into_data() {
+                Ok(data) => chunks.push(data),
+                Err(frame) => trailers = frame.into_trailers().ok(),
+            }
+        }
+        assert!(body.is_end_stream());
+        (chunks, trailers)
+    }
+
+    fn with_length(parts: &[&'static str]) -> Frames {
+        let mut body = chunked(parts, false);
+        body.exact = Some(parts.iter().map(|p| p.len() as u64).sum());
+        body
+    }
+
+    #[tokio::test]
+    async fn multi_chunk_body_replays_the_same_chunks_twice() {
+        let body = ReplayBody::new(chunked(&["one ", "two ", "three"], true), 64);
+        let template = body.handle().unwrap();
+        let first = frames(body).await;
+        assert_eq!(first.0, ["one ", "two ", "three"]);
+        for _ in 0..2 {
+            let replay = frames(template.replay().unwrap()).await;
+            assert_eq!(replay.0, first.0);
+            assert_eq!(replay.1.unwrap()["x-checksum"], "abc");
+        }
+    }
+
+    #[tokio::test]
+    async fn content_length_stays_exact_and_chunked_stays_unknown() {
+        let sized = ReplayBody::new(with_length(&["abc", "defg"]), 64);
+        let template = sized.handle().unwrap();
+        assert_eq!(sized.size_hint().exact(), Some(7));
+        assert_eq!(frames(sized).await.0, ["abc", "defg"]);
+        let replay = template.replay().unwrap();
+        assert_eq!(replay.size_hint().exact(), Some(7));
+        assert_eq!(frames(replay).await.0, ["abc", "defg"]);
+
+        let unsized_body = ReplayBody::new(chunked(&["abc", "defg"], false), 64);
+        let template = unsized_body.handle().unwrap();
+        assert_eq!(unsized_body.size_hint().exact(), None);
+        assert_eq!(frames(unsized_body).await.0, ["abc", "defg"]);
+        let replay = template.replay().unwrap();
+        assert_eq!(replay.size_hint().exact(), None);
+        assert_eq!(frames(replay).await.0, ["abc", "defg"]);
+    }
+
+    #[tokio::test]
+    async fn body_exactly_at_the_cap_is_replayable_one_byte_more_is_not() {
+        // Streamed with an unknown length: the cap is checked as chunks arrive.
+        let at_cap = ReplayBody::new(chunked(&["1234", "5678"], true), 8);
+        let template = at_cap.handle().unwrap();
+        frames(at_cap).await;
+        assert!(template.is_replayable());
+        let replay = frames(template.replay().unwrap()).await;
+        assert_eq!(replay.0, ["1234", "5678"]);
+        assert_eq!(replay.1.unwrap()["x-checksum"], "abc");
+
+        let over = ReplayBody::new(chunked(&["1234", "56789"], true), 8);
+        let template = over.handle().unwrap();
+        let streamed = frames(over).await;
+        assert_eq!(streamed.0, ["1234", "56789"]);
+        assert_eq!(streamed.1.unwrap()["x-checksum"], "abc");
+        assert!(!template.is_replayable());
+        assert!(template.replay().is_none());
+
+        // With `Content-Length`: exactly the cap is kept, one byte over is never copied.
+        let at_cap = ReplayBody::new(with_length(&["1234", "5678"]), 8);
+        let template = at_cap.handle().unwrap();
+        frames(at_cap).await;
+        assert_eq!(frames(template.replay().unwrap()).await.0, ["1234", "5678"]);
+        let over = ReplayBody::new(with_length(&["1234", "56789"]), 8);
+        assert!(format!("{over:?}").contains("passthrough"));
+        assert!(over.handle().is_none());
+        assert_eq!(over.collect().await.unwrap().to_bytes(), "123456789");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_says_it_ended_is_released_with_its_last_chunk() {
+        let mut body = ReplayBody::new(Full::new(Bytes::from_static(b"whole")), 64);
+        let template = body.handle().unwrap();
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "whole");
+        // `Full` said it ended: no second poll of the client's body is needed.
+        assert!(body.is_end_stream());
+        let replay = template.replay().unwrap();
+        // A superseded body that already yielded everything just ends.
+        assert!(body.frame().await.is_none());
+        assert_eq!(frames(replay).await.0, ["whole"]);
+    }
+
+    #[tokio::test]
+    async fn trailers_are_replayed_after_a_partial_first_attempt() {
+        let mut body = ReplayBody::new(chunked(&["ab", "cd"], true), 64);
+        let template = body.handle().unwrap();
+        assert_eq!(
+            body.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "ab"
+        );
+        assert!(!body.is_end_stream());
+        // The retry reads the kept chunk, then the rest of the client's body.
+        let second = frames(template.replay().unwrap()).await;
+        assert_eq!(second.0, ["ab", "cd"]);
+        assert_eq!(second.1.unwrap()["x-checksum"], "abc");
+        let third = frames(template.replay().unwrap()).await;
+        assert_eq!(third.0, ["ab", "cd"]);
+        assert_eq!(third.1.unwrap()["x-checksum"], "abc");
     }
 }

@@ -89,6 +89,7 @@ impl<S, ReqBody, C> ResponseFuture<S, ReqBody, C>
 where
     S: Service<Request<ReplayBody<ReqBody>>>,
 {
+    #[inline(always)]
     pub(crate) fn new(
         future: S::Future,
         retry: Option<Retrying<S, ReqBody>>,
@@ -128,6 +129,7 @@ fn failure_label(verdict: Classification) -> &'static str {
     }
 }
 
+#[inline(always)]
 fn finish<ResBody, E, C>(
     outcome: Outcome<Response<ResBody>, E>,
     shared: &Shared<C>,
