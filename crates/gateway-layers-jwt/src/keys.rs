@@ -67,6 +67,9 @@ pub struct JwtKey {
     kid: Option<Arc<str>>,
     alg: Algorithm,
     key: DecodingKey,
+    /// For HMAC keys, the keyed hash state prepared once (the inner and outer padded
+    /// key blocks), so a verification does not redo the key schedule.
+    hmac: Option<aws_lc_rs::hmac::Key>,
 }
 
 impl fmt::Debug for JwtKey {
@@ -103,10 +106,16 @@ impl JwtKey {
                 ),
             ));
         }
+        let hmac_alg = match alg {
+            Algorithm::HS384 => aws_lc_rs::hmac::HMAC_SHA384,
+            Algorithm::HS512 => aws_lc_rs::hmac::HMAC_SHA512,
+            _ => aws_lc_rs::hmac::HMAC_SHA256,
+        };
         Ok(Self {
             kid: None,
             alg,
             key: DecodingKey::from_secret(secret),
+            hmac: Some(aws_lc_rs::hmac::Key::new(hmac_alg, secret)),
         })
     }
 
@@ -129,6 +138,7 @@ impl JwtKey {
             kid: None,
             alg,
             key,
+            hmac: None,
         })
     }
 
@@ -246,6 +256,7 @@ impl JwtKey {
             kid: text("kid")?.map(Arc::from),
             alg,
             key,
+            hmac: None,
         })
     }
 
@@ -278,6 +289,11 @@ impl JwtKey {
 
     pub(crate) fn decoding_key(&self) -> &DecodingKey {
         &self.key
+    }
+
+    /// The prepared HMAC key, for HMAC algorithms.
+    pub(crate) fn hmac_key(&self) -> Option<&aws_lc_rs::hmac::Key> {
+        self.hmac.as_ref()
     }
 }
 

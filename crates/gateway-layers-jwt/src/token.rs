@@ -180,11 +180,17 @@ impl<'a> Head<'a> {
     /// Second stage: payload and signature must be base64url, the payload a JSON
     /// object. (Split from the first so a cache hit skips scanning the whole token.)
     pub(crate) fn into_parsed(self) -> Result<Parsed<'a>, AuthError> {
-        if !is_b64url(self.payload) || !is_b64url(self.signature) {
+        // The payload's alphabet is checked by the strict decoder below (unpadded
+        // base64url only, same `Malformed`), so it is scanned once.
+        if !is_b64url(self.signature) {
             return Err(AuthError::Malformed);
         }
         if self.signature.is_empty() {
-            return Err(AuthError::BadSignature);
+            return Err(if is_b64url(self.payload) {
+                AuthError::BadSignature
+            } else {
+                AuthError::Malformed
+            });
         }
         let payload_bytes = URL_SAFE_NO_PAD
             .decode(self.payload)
@@ -238,6 +244,17 @@ pub(crate) fn verify_raw(
 ) -> Result<(), AuthError> {
     if key.algorithm() != alg {
         return Err(AuthError::AlgNotAccepted);
+    }
+    if let Some(hmac) = key.hmac_key() {
+        // The tag (at most 64 bytes for HS512) is decoded on the stack, and the key
+        // schedule was prepared when the key was built. `hmac::verify` compares in
+        // constant time.
+        let mut tag = [0u8; 64];
+        let len = URL_SAFE_NO_PAD
+            .decode_slice(signature, &mut tag)
+            .map_err(|_| AuthError::BadSignature)?;
+        return aws_lc_rs::hmac::verify(hmac, message.as_bytes(), &tag[..len])
+            .map_err(|_| AuthError::BadSignature);
     }
     match jsonwebtoken::crypto::verify(signature, message.as_bytes(), key.decoding_key(), alg) {
         Ok(true) => Ok(()),
@@ -587,7 +604,67 @@ mod tests {
             AuthError::BadSignature
         );
         assert_eq!(parse("YQ==.b.c", &[]).unwrap_err(), AuthError::Malformed);
+        // A bad payload alphabet is `Malformed` with or without a signature.
+        for token in [
+            "eyJhbGciOiJIUzI1NiJ9.b*.",
+            "eyJhbGciOiJIUzI1NiJ9.e30=.c2ln",
+            "eyJhbGciOiJIUzI1NiJ9.e3+/.c2ln",
+        ] {
+            assert_eq!(
+                parse(token, &[]).unwrap_err(),
+                AuthError::Malformed,
+                "{token}"
+            );
+        }
+        assert!(parse("eyJhbGciOiJIUzI1NiJ9.e30.c2ln", &[]).is_ok());
         assert_eq!(parse("a b.b.c", &[]).unwrap_err(), AuthError::Malformed);
+    }
+
+    #[test]
+    fn prepared_hmac_keys_verify_every_size_and_refuse_tampering() {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+        let secret = [7u8; 64];
+        for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
+            let key = JwtKey::hmac(secret, alg).unwrap();
+            let token = jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(alg),
+                &serde_json::json!({"sub": "u"}),
+                &jsonwebtoken::EncodingKey::from_secret(&secret),
+            )
+            .unwrap();
+            assert_eq!(verify_jws(&token, &key).unwrap(), br#"{"sub":"u"}"#);
+            let (message, signature) = token.rsplit_once('.').unwrap();
+            let tag = B64.decode(signature).unwrap();
+            let with_tag = |tag: &[u8]| format!("{message}.{}", B64.encode(tag));
+            let mut flipped = tag.clone();
+            flipped[0] ^= 1;
+            let mut longer = tag.clone();
+            longer.extend_from_slice(&[0; 40]);
+            for bad in [
+                with_tag(&flipped),
+                with_tag(&tag[..tag.len() - 1]),
+                with_tag(&longer),
+                with_tag(&[0; 100]),
+                format!("{message}.{}", &signature[..signature.len() - 1]),
+            ] {
+                assert_eq!(
+                    verify_jws(&bad, &key).unwrap_err(),
+                    AuthError::BadSignature,
+                    "{alg:?} {bad}"
+                );
+            }
+            // The key is pinned: another HMAC size is not accepted with it.
+            let other = if alg == Algorithm::HS256 {
+                Algorithm::HS512
+            } else {
+                Algorithm::HS256
+            };
+            let other_key = JwtKey::hmac(secret, other).unwrap();
+            assert_eq!(
+                verify_jws(&token, &other_key).unwrap_err(),
+                AuthError::AlgNotAccepted
+            );
+        }
     }
 
     #[test]
