@@ -26,7 +26,7 @@ use tower_service::Service;
 
 use crate::{
     authz::{Authorizer, Predicate, Requirement, Rule},
-    cache::{self, CacheConfig, TokenCache},
+    cache::{CacheConfig, TokenCache},
     error::AuthError,
     jwks::{JwksOptions, RemoteJwks},
     keys::{JwtKey, KeySet, Selection},
@@ -486,10 +486,6 @@ fn system_now() -> u64 {
         .unwrap_or(0)
 }
 
-fn is_asymmetric(alg: Algorithm) -> bool {
-    !matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
-}
-
 fn typed_claims<C: DeserializeOwned + Send + Sync + 'static>(
     map: &Arc<ClaimsMap>,
     payload: &[u8],
@@ -544,18 +540,20 @@ impl<C: DeserializeOwned + Send + Sync + 'static> Shared<C> {
     }
 
     fn verify(&self, token: &str, now: u64, may_wait: bool) -> Step<C> {
-        let head = match token::parse_head(token, &self.understood_crit, Some(&self.header_memo)) {
-            Ok(head) => head,
-            Err(e) => return Step::Refused(e),
-        };
-        let cache = self.cache.as_ref().filter(|_| is_asymmetric(head.alg));
-        let hash = cache.map(|_| cache::hash(token));
-        if let (Some(cache), Some(hash)) = (cache, &hash)
-            && let Some(hit) = cache.get(hash, now, |p| self.generation(p))
+        // A hit needs the very same token bytes that verified before (under the same
+        // layer configuration and key generation, not yet expired): parsing it again
+        // would give the same result, so a hit skips parsing too.
+        let cached = self.cache.as_ref().map(|cache| (cache, cache.key(token)));
+        if let Some((cache, key)) = cached
+            && let Some(hit) = cache.get(key, token, now, |p| self.generation(p))
         {
             gateway_layers_core::metrics::counter("gateway.jwt.cache_hits", 1, &[]);
             return Step::Done(hit);
         }
+        let head = match token::parse_head(token, &self.understood_crit, Some(&self.header_memo)) {
+            Ok(head) => head,
+            Err(e) => return Step::Refused(e),
+        };
         let parsed = match head.into_parsed() {
             Ok(parsed) => parsed,
             Err(e) => return Step::Refused(e),
@@ -645,7 +643,9 @@ impl<C: DeserializeOwned + Send + Sync + 'static> Shared<C> {
                 Some(Value::String(tier)) => Some(tier.clone()),
                 _ => None,
             });
-        identity = identity.with_scopes(scopes.iter().cloned());
+        if !scopes.is_empty() {
+            identity = identity.with_scopes(scopes.iter().cloned());
+        }
         if let Some(Value::String(sub)) = claims_map.get("sub") {
             identity = identity.with_subject(sub.as_str());
         }
@@ -667,14 +667,16 @@ impl<C: DeserializeOwned + Send + Sync + 'static> Shared<C> {
             roles: roles.into(),
             forward,
         });
-        if let (Some(cache), Some(hash), Some(exp)) = (cache, hash, validity.exp) {
+        if let (Some((cache, key)), Some(exp)) = (cached, validity.exp) {
+            // The decoded claims are charged twice their JSON size (the map's nodes).
             cache.insert(
-                hash,
+                key,
+                token,
                 verified.clone(),
                 exp,
                 index,
                 generation,
-                payload_len * 2 + token.len(),
+                payload_len.saturating_mul(2),
                 now,
             );
         }

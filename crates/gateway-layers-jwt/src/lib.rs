@@ -19,8 +19,9 @@
 //!   preflight bypass.
 //! - **Refusals**: 401 with an RFC 6750 `WWW-Authenticate` challenge, 403
 //!   `insufficient_scope`, bodies through the core rejection (replaceable).
-//! - **Cache**: verified asymmetric tokens, keyed by SHA-256 of the whole token,
-//!   bounded by entries and bytes, valid until `exp` and until the keys rotate.
+//! - **Cache**: verified tokens (every algorithm), keyed by a randomly keyed hash of
+//!   the whole token and served only to the byte-identical token, bounded by entries
+//!   and bytes, valid until `exp` and until the keys rotate.
 //! - [`ApiKeyLayer`]: hashed API keys mapped to identity and tier.
 //!
 //! # Example

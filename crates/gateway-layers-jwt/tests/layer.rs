@@ -214,7 +214,7 @@ async fn invalid_token_challenge_and_custom_responder() {
 }
 
 #[tokio::test]
-async fn cache_serves_repeated_asymmetric_tokens_only() {
+async fn cache_serves_repeated_tokens_of_every_algorithm() {
     let layer = JwtAuthLayer::builder()
         .provider(provider())
         .build()
@@ -239,8 +239,24 @@ async fn cache_serves_repeated_asymmetric_tokens_only() {
     assert!(Arc::ptr_eq(&a, &b), "second request served from the cache");
     let h = jwt::mint(TestAlg::Hs256, &jwt::claims("u", 300));
     let a = claims_of(hs_layer.clone(), &h).await;
-    let b = claims_of(hs_layer, &h).await;
-    assert!(!Arc::ptr_eq(&a, &b), "HMAC tokens are not cached");
+    let b = claims_of(hs_layer.clone(), &h).await;
+    // A hit is cheaper than HMAC + parsing, so HMAC tokens are cached too.
+    assert!(Arc::ptr_eq(&a, &b), "HMAC tokens are cached");
+    // A token differing in one byte of its signature is verified on its own (and
+    // refused), never served the cached result.
+    let mut forged = h.clone().into_bytes();
+    let last = forged.len() - 2;
+    forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    assert_eq!(
+        send(hs_layer.clone(), bearer(&forged)).await.reason,
+        Some(AuthError::BadSignature)
+    );
+    let c = claims_of(hs_layer, &h).await;
+    assert!(
+        Arc::ptr_eq(&a, &c),
+        "the cached entry is untouched by the miss"
+    );
     let uncached = JwtAuthLayer::builder()
         .provider(provider())
         .cache(CacheConfig::disabled())
@@ -262,6 +278,70 @@ async fn cached_token_still_expires() {
         .unwrap();
     let t = token(jwt::claims("u", 60));
     assert_eq!(send(layer.clone(), bearer(&t)).await.status, 200);
+    assert_eq!(send(layer.clone(), bearer(&t)).await.status, 200);
+    now.fetch_add(3600, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        send(layer, bearer(&t)).await.reason,
+        Some(AuthError::Expired)
+    );
+}
+
+#[tokio::test]
+async fn cached_hmac_token_expires_and_every_hit_is_authorized() {
+    let now = Arc::new(std::sync::atomic::AtomicU64::new(jwt::now()));
+    let clock = now.clone();
+    let layer = JwtAuthLayer::builder()
+        .provider(Provider::hmac(jwt::HMAC_SECRET, Algorithm::HS256).unwrap())
+        .rule(Rule::path("/admin").require(Requirement::any_scope(["admin"])))
+        .forward_claim("sub", "x-user-id")
+        .clock(move || clock.load(std::sync::atomic::Ordering::SeqCst))
+        .build()
+        .unwrap();
+    let mut claims = jwt::claims("user-7", 60);
+    claims["scope"] = json!("read");
+    let t = jwt::mint(TestAlg::Hs256, &claims);
+    let admin = || {
+        Request::get("/admin")
+            .header("authorization", format!("Bearer {t}"))
+            .header("x-user-id", "forged")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    for _ in 0..3 {
+        // Verified once, then served from the cache: the route rule runs every time.
+        assert_eq!(send(layer.clone(), bearer(&t)).await.status, 200);
+        assert_eq!(
+            send(layer.clone(), admin()).await.reason,
+            Some(AuthError::InsufficientScope)
+        );
+    }
+    // Forwarded claims come from the cached entry, and a client copy is removed.
+    let svc = ServiceBuilder::new()
+        .layer(layer.clone())
+        .service(service_fn(|req: Request<Full<Bytes>>| async move {
+            let ids: Vec<String> = req
+                .headers()
+                .get_all("x-user-id")
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect();
+            Ok::<_, std::convert::Infallible>(http::Response::new(ids))
+        }));
+    let mut forged = bearer(&t);
+    forged
+        .headers_mut()
+        .insert("x-user-id", "forged".parse().unwrap());
+    let ids = svc
+        .oneshot(forged)
+        .await
+        .unwrap()
+        .into_body()
+        .into_inner()
+        .unwrap();
+    assert_eq!(ids, ["user-7"]);
+    // The entry ends at `exp` (no leeway) and the token is then checked afresh:
+    // inside the 30 s leeway it verifies again, past it it is refused.
+    now.fetch_add(70, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(send(layer.clone(), bearer(&t)).await.status, 200);
     now.fetch_add(3600, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(
