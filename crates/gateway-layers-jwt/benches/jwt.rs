@@ -5,6 +5,13 @@
 //!
 //! After the criterion groups a summary measures every variant again with a plain
 //! timing loop and prints the ratios to stderr.
+//!
+//! For instruction counts (load independent), `JWT_BENCH_VARIANT=<case>/<variant>`
+//! with `JWT_BENCH_CALLS=<n>` makes `n` calls of one variant and exits: run it under
+//! `valgrind --tool=callgrind` with two values of `n` and divide the difference of
+//! the totals by the difference of `n`, so setup cancels. Cases: `hs256`, `rs256`,
+//! `es256`; variants: `raw`, `noop`, `layer`, `cached`, `peer`, and for `hs256`
+//! `fresh_cache_on`.
 #![allow(missing_docs)]
 
 use std::{
@@ -16,7 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use gateway_layers_jwt::{CacheConfig, JwtAuthLayer, Provider};
 use gateway_layers_test_support::jwt::{self, TestAlg};
 use http::{Request, Response};
@@ -110,7 +117,21 @@ struct Variants {
     baseline: Box<dyn FnMut() -> u16>,
     layer: Box<dyn FnMut() -> u16>,
     layer_cached: Box<dyn FnMut() -> u16>,
+    /// A new token every call with the cache on (HS256 only): the miss and insert
+    /// cost a first-seen token pays for caching.
+    layer_fresh_cache_on: Option<Box<dyn FnMut() -> u16>>,
     peer: Box<dyn FnMut() -> u16>,
+}
+
+/// Distinct HS256 tokens (different `jti`), cheap to mint.
+fn distinct_hs256_tokens(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let mut claims = jwt::claims("user-1", 3600);
+            claims["jti"] = Value::from(format!("{i:08}"));
+            jwt::mint(TestAlg::Hs256, &claims)
+        })
+        .collect()
 }
 
 fn variants(case: &Case, runtime: &tokio::runtime::Runtime) -> Variants {
@@ -142,6 +163,24 @@ fn variants(case: &Case, runtime: &tokio::runtime::Runtime) -> Variants {
             .as_u16()
     });
 
+    let layer_fresh_cache_on = (case.alg == Algorithm::HS256).then(|| {
+        // 1,024 tokens cycled through a 64-entry cache: every call misses and inserts
+        // (evicting), the worst case for a first-seen token.
+        let tokens = distinct_hs256_tokens(1024);
+        let small = CacheConfig {
+            max_entries: 64,
+            ..CacheConfig::default()
+        };
+        let mut svc = layer(case, small).layer(service_fn(noop));
+        let mut next = 0;
+        Box::new(move || {
+            next = (next + 1) % tokens.len();
+            let response = drive(svc.call(request(&tokens[next]))).unwrap();
+            assert_eq!(response.status(), 200);
+            200u16
+        }) as Box<dyn FnMut() -> u16>
+    });
+
     let token = case.token.clone();
     let authorizer = runtime.block_on(async {
         use jwt_authorizer::IntoLayer;
@@ -161,6 +200,7 @@ fn variants(case: &Case, runtime: &tokio::runtime::Runtime) -> Variants {
         baseline,
         layer: layer_fresh,
         layer_cached,
+        layer_fresh_cache_on,
         peer,
     }
 }
@@ -180,8 +220,9 @@ fn bench(c: &mut Criterion) {
         group.bench_function("raw_jsonwebtoken_decode", |b| b.iter(&mut v.raw));
         group.bench_function("noop_service_baseline", |b| b.iter(&mut v.baseline));
         group.bench_function("layer_fresh", |b| b.iter(&mut v.layer));
-        if case.alg != Algorithm::HS256 {
-            group.bench_function("layer_cached_repeat", |b| b.iter(&mut v.layer_cached));
+        group.bench_function("layer_cached_repeat", |b| b.iter(&mut v.layer_cached));
+        if let Some(f) = v.layer_fresh_cache_on.as_mut() {
+            group.bench_function("layer_fresh_cache_on", |b| b.iter(&mut *f));
         }
         group.bench_function("peer_jwt_authorizer", |b| b.iter(&mut v.peer));
         group.finish();
@@ -228,15 +269,21 @@ fn summary(_c: &mut Criterion) {
             layer / raw,
             layer / peer
         );
-        if case.alg != Algorithm::HS256 {
-            let cached = ns_per_call(v.layer_cached, budget);
+        let cached = ns_per_call(v.layer_cached, budget);
+        eprintln!(
+            "  cached repeat {cached:.0} ns = 1/{:.1} of raw decode, (cached - noop)/raw = 1/{:.1}",
+            raw / cached,
+            raw / (cached - base).max(0.1)
+        );
+        if case.alg == Algorithm::RS256 {
+            raw_rs256 = Some((raw, cached));
+        }
+        if let Some(f) = v.layer_fresh_cache_on {
+            let fresh_on = ns_per_call(f, budget);
             eprintln!(
-                "  cached repeat {cached:.0} ns = 1/{:.1} of raw decode",
-                raw / cached
+                "  new token each call, cache on (miss + insert) {fresh_on:.0} ns: (that - noop)/raw = {:.3}x",
+                (fresh_on - base) / raw
             );
-            if case.alg == Algorithm::RS256 {
-                raw_rs256 = Some((raw, cached));
-            }
         }
     }
     if let Some((raw, cached)) = raw_rs256 {
@@ -247,5 +294,47 @@ fn summary(_c: &mut Criterion) {
     }
 }
 
+/// `n` calls of one variant (`case/variant`), for `valgrind --tool=callgrind`.
+fn single_variant(spec: &str, n: u64) {
+    let (case_name, variant) = spec
+        .split_once('/')
+        .expect("JWT_BENCH_VARIANT is <case>/<variant>");
+    let rt = runtime();
+    let case = cases()
+        .into_iter()
+        .find(|c| c.name == case_name)
+        .unwrap_or_else(|| panic!("unknown case {case_name}"));
+    let v = variants(&case, &rt);
+    let mut f: Box<dyn FnMut() -> u16> = match variant {
+        "raw" => {
+            let mut raw = v.raw;
+            Box::new(move || u16::from(raw()))
+        }
+        "noop" => v.baseline,
+        "layer" => v.layer,
+        "cached" => v.layer_cached,
+        "fresh_cache_on" => v
+            .layer_fresh_cache_on
+            .expect("fresh_cache_on is measured for hs256 only"),
+        "peer" => v.peer,
+        other => panic!("unknown variant {other}"),
+    };
+    for _ in 0..n {
+        black_box(f());
+    }
+}
+
 criterion_group!(benches, bench, summary);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(spec) = std::env::var("JWT_BENCH_VARIANT") {
+        let n = std::env::var("JWT_BENCH_CALLS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(10_000);
+        single_variant(&spec, n);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
