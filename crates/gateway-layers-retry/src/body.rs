@@ -1,11 +1,12 @@
 //! [`ReplayBody`]: a request body that can be sent again, up to a byte cap.
 //!
 //! The idea is linkerd2-proxy's `ReplayBody`: the first attempt streams the client's
-//! body to the upstream as it arrives and keeps a copy of each chunk (and the
-//! trailers). A retry replays the copy, then continues reading the client's body if the
-//! first attempt did not read it to the end. Once more than the cap has been read, the
-//! copy is dropped, the rest streams through without buffering, and the request can no
-//! longer be retried.
+//! body to the upstream as it arrives and keeps each chunk (a reference-counted
+//! [`Bytes`] handle, not a copy of the bytes) and the trailers. A retry replays the
+//! kept chunks as they came (never joined), then continues reading the client's body if
+//! the first attempt did not read it to the end. Once more than the cap has been read,
+//! the kept chunks are dropped, the rest streams through without buffering, and the
+//! request can no longer be retried.
 //!
 //! Each replay reports the original body's size hint, so an exact length stays an
 //! exact length (`Content-Length`) and an unknown length stays unknown (chunked
@@ -108,7 +109,8 @@ struct Shared<B> {
     cap: usize,
     /// More than `cap` bytes were read: the copy was dropped.
     overflowed: bool,
-    trailers: Option<HeaderMap>,
+    /// Boxed: rare, and a `HeaderMap` inline would make every request's state larger.
+    trailers: Option<Box<HeaderMap>>,
     /// The newest reader's generation.
     generation: u64,
 }
@@ -254,8 +256,8 @@ fn finish<B>(
 ) -> Option<Result<Frame<Bytes>, BoxError>> {
     if !*trailers_sent {
         *trailers_sent = true;
-        if let Some(trailers) = shared.trailers.clone() {
-            return Some(Ok(Frame::trailers(trailers)));
+        if let Some(trailers) = &shared.trailers {
+            return Some(Ok(Frame::trailers(HeaderMap::clone(trailers))));
         }
     }
     *done = true;
@@ -333,7 +335,7 @@ where
                 };
                 if let Some(trailers) = frame.trailers_ref() {
                     if !shared.overflowed {
-                        shared.trailers = Some(trailers.clone());
+                        shared.trailers = Some(Box::new(trailers.clone()));
                     }
                     self.trailers_sent = true;
                 }

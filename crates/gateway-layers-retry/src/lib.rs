@@ -8,9 +8,10 @@
 //!
 //! - **Method.** GET, HEAD, OPTIONS, PUT, DELETE and TRACE; POST, PATCH and others only
 //!   with an `Idempotency-Key` header, or with [`NonIdempotent::Always`].
-//! - **Body.** The body is copied while it streams to the first attempt, up to
+//! - **Body.** The body's chunks are kept (reference-counted, not copied) while it
+//!   streams to the first attempt, up to
 //!   [`max_replay_bytes`](RetryConfig::max_replay_bytes) (64 KiB). A larger body streams
-//!   through without copying and the request is not retried. See [`ReplayBody`].
+//!   through without being kept and the request is not retried. See [`ReplayBody`].
 //! - **Time.** Retry `n` waits a random time in `[0, min(max_backoff, base_backoff *
 //!   2^n)]`, or what the upstream asked for with `Retry-After` / `X-RateLimit-Reset` (up
 //!   to [`retry_after_cap`](RetryConfig::retry_after_cap)). A wait that would reach the
