@@ -107,14 +107,27 @@ fn generous() -> Limit {
     Limit::per_second(1_000_000)
 }
 
+/// tower_governor with the same quota as [`generous`] (one cell per microsecond, burst
+/// 1,000,000), keyed by the peer IP of `ConnectInfo`. Its default config adds no
+/// headers to admitted responses; `use_headers()` adds `x-ratelimit-limit` and
+/// `x-ratelimit-remaining`.
+macro_rules! governor_layer {
+    ($($headers:ident)?) => {
+        tower_governor::GovernorLayer::new(
+            tower_governor::governor::GovernorConfigBuilder::default()
+                .per_nanosecond(1000)
+                .burst_size(1_000_000)
+                $(.$headers())?
+                .finish()
+                .unwrap(),
+        )
+    };
+}
+
 fn keyed(c: &mut Criterion) {
     let addrs = addrs();
-    let config = tower_governor::governor::GovernorConfigBuilder::default()
-        .per_nanosecond(1000)
-        .burst_size(1_000_000)
-        .finish()
-        .unwrap();
-    let governor_layer = tower_governor::GovernorLayer::new(config);
+    let governor_layer = governor_layer!();
+    let governor_headers_layer = governor_layer!(use_headers);
     for threads in [2, 1] {
         let mut group = c.benchmark_group(format!(
             "keyed_10k_{threads}thread{}",
@@ -132,12 +145,21 @@ fn keyed(c: &mut Criterion) {
         group.bench_function("tower_governor", |b| {
             b.iter_custom(|iters| run(&governor, threads, iters, &addrs))
         });
-        if threads == 2 {
-            let with_headers = ours(generous(), HeaderStyle::Draft).layer(inner());
-            group.bench_function("gateway_draft_headers", |b| {
-                b.iter_custom(|iters| run(&with_headers, threads, iters, &addrs))
-            });
-        }
+        // Headers on: ours with legacy `X-RateLimit-*` (limit, remaining, reset) and
+        // with the draft `RateLimit-Policy` / `RateLimit`; tower_governor with
+        // `use_headers()` (limit, remaining).
+        let legacy = ours(generous(), HeaderStyle::Legacy).layer(inner());
+        group.bench_function("gateway_legacy_headers", |b| {
+            b.iter_custom(|iters| run(&legacy, threads, iters, &addrs))
+        });
+        let draft = ours(generous(), HeaderStyle::Draft).layer(inner());
+        group.bench_function("gateway_draft_headers", |b| {
+            b.iter_custom(|iters| run(&draft, threads, iters, &addrs))
+        });
+        let governor_headers = governor_headers_layer.layer(inner());
+        group.bench_function("tower_governor_headers", |b| {
+            b.iter_custom(|iters| run(&governor_headers, threads, iters, &addrs))
+        });
         group.finish();
     }
 }
@@ -172,7 +194,7 @@ fn bytes_per_key() {
     let keys = layer.local_keys();
     let bytes = layer.local_table_bytes();
     println!(
-        "bytes per key: {:.1} at current capacity ({} keys, {} table bytes; entry {} B + 1 control byte per slot; IP keys own no heap data)",
+        "bytes per key: {:.1} at current capacity ({} IPv4 keys, 1 window, {} table bytes; compact 16 B entries + 1 control byte per slot; other keys use {} B entries; IP keys own no heap data)",
         bytes as f64 / keys as f64,
         keys,
         bytes,
@@ -257,7 +279,63 @@ fn redis_throughput() {
 
 criterion_group!(benches, keyed, windows);
 
+/// `RATELIMIT_BENCH_VARIANT=<name> RATELIMIT_BENCH_CALLS=<n>`: only make `n` calls of
+/// one variant on one thread and exit, for instruction counting under
+/// `valgrind --tool=callgrind` (load independent): run with two values of `n` and
+/// divide the difference by the difference of `n`. Variants: `baseline`, `gateway`,
+/// `gateway_legacy`, `gateway_draft`, `tower_governor`, `tower_governor_headers`,
+/// `windows_1` … `windows_4`.
+fn single_variant(variant: &str, n: u64) {
+    let addrs = addrs();
+    let windows = |n: usize| {
+        let all = [
+            generous(),
+            Limit::per_minute(60_000_000),
+            Limit::per_hour(3_600_000_000),
+            Limit::per_day(86_400_000_000),
+        ];
+        ours(Policy::from(all[..n].to_vec()), HeaderStyle::None).layer(inner())
+    };
+    let elapsed = match variant {
+        "baseline" => run(&inner(), 1, n, &addrs),
+        "gateway" => run(
+            &ours(generous(), HeaderStyle::None).layer(inner()),
+            1,
+            n,
+            &addrs,
+        ),
+        "gateway_legacy" => run(
+            &ours(generous(), HeaderStyle::Legacy).layer(inner()),
+            1,
+            n,
+            &addrs,
+        ),
+        "gateway_draft" => run(
+            &ours(generous(), HeaderStyle::Draft).layer(inner()),
+            1,
+            n,
+            &addrs,
+        ),
+        "tower_governor" => run(&governor_layer!().layer(inner()), 1, n, &addrs),
+        "tower_governor_headers" => run(&governor_layer!(use_headers).layer(inner()), 1, n, &addrs),
+        "windows_1" => run(&windows(1), 1, n, &addrs),
+        "windows_2" => run(&windows(2), 1, n, &addrs),
+        "windows_3" => run(&windows(3), 1, n, &addrs),
+        "windows_4" => run(&windows(4), 1, n, &addrs),
+        other => panic!("unknown variant {other}"),
+    };
+    black_box(elapsed);
+}
+
 fn main() {
+    if let Ok(variant) = std::env::var("RATELIMIT_BENCH_VARIANT") {
+        let n = std::env::var("RATELIMIT_BENCH_CALLS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(100_000);
+        single_variant(&variant, n);
+        return;
+    }
     benches();
     Criterion::default().configure_from_args().final_summary();
     bytes_per_key();

@@ -126,9 +126,13 @@ impl RateLimitConfig {
     /// A builder preset from this configuration (add a cost function or a responder,
     /// then build). `resolver` resolves client IPs for IP keys.
     pub fn builder(&self, resolver: &ClientIpResolver) -> Result<RateLimitBuilder, ConfigError> {
-        let key = KeyPolicy::from_shared(self.key.build(resolver)?);
-        let mut builder = RateLimitLayer::builder()
-            .key(key)
+        let mut builder = RateLimitLayer::builder();
+        builder = if self.key == KeySpec::ClientIp {
+            builder.client_ip_key(resolver.clone())
+        } else {
+            builder.key(KeyPolicy::from_shared(self.key.build(resolver)?))
+        };
+        let mut builder = builder
             .default_policy(self.default.clone())
             .headers(self.headers)
             .shadow(self.shadow)

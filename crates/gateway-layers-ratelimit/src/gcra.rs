@@ -80,12 +80,28 @@ impl Verdict {
 
 /// Decides a request of `cost` at `now` against `windows`, updating `tats` (one per
 /// window, `0` for a fresh key) when it is admitted, or always when `count_rejected`.
+#[cfg(test)]
 pub(crate) fn check(
     windows: &[Window],
     tats: &mut [u64],
     now: u64,
     cost: u64,
     count_rejected: bool,
+) -> Verdict {
+    check_with(windows, tats, now, cost, count_rejected, true)
+}
+
+/// [`check`], skipping the summary of an admitted request unless `summary` (the
+/// admitted verdict then carries no [`Tightest`]: nothing will render it). A refusal
+/// is always summarized.
+#[inline]
+pub(crate) fn check_with(
+    windows: &[Window],
+    tats: &mut [u64],
+    now: u64,
+    cost: u64,
+    count_rejected: bool,
+    summary: bool,
 ) -> Verdict {
     debug_assert_eq!(windows.len(), tats.len());
     let mut allowed = true;
@@ -106,6 +122,13 @@ pub(crate) fn check(
             }
             *tat = next;
         }
+    }
+    if allowed && !summary {
+        return Verdict {
+            allowed,
+            retry_after: Some(0),
+            tightest: None,
+        };
     }
     summarize(
         windows,
@@ -273,6 +296,26 @@ mod tests {
         let t = check(&windows, &mut tats, 0, 1, false).tightest.unwrap();
         assert_eq!((t.index, t.remaining), (1, 4));
         assert_eq!(t.reset, 96 * 36 * S);
+    }
+
+    #[test]
+    fn unsummarized_admission_charges_the_same() {
+        let windows = [w(10, S, 10), w(12, 60 * S, 12)];
+        let (mut a, mut b) = ([0, 0], [0, 0]);
+        for i in 0..40 {
+            let now = i * (S / 20);
+            let full = check_with(&windows, &mut a, now, 1, i % 3 == 0, true);
+            let quick = check_with(&windows, &mut b, now, 1, i % 3 == 0, false);
+            assert_eq!(a, b);
+            assert_eq!(full.allowed, quick.allowed);
+            if quick.allowed {
+                assert_eq!(quick.tightest, None);
+                assert_eq!(quick.retry_after, Some(0));
+            } else {
+                // Refusals are always summarized.
+                assert_eq!(full, quick);
+            }
+        }
     }
 
     #[test]

@@ -11,8 +11,8 @@ use std::{
 };
 
 use gateway_layers_core::{
-    ConfigError, GatewayBody, Identity, Key, KeyPolicy, RejectionResponder, RequestView,
-    SharedResponder, Tier, key::ClientIpKey, metrics,
+    ClientIpResolver, ConfigError, GatewayBody, Identity, Key, KeyPolicy, RejectionResponder,
+    RequestView, SharedResponder, Tier, key::ClientIpKey, metrics,
 };
 use http::{Request, Response};
 use pin_project_lite::pin_project;
@@ -30,8 +30,10 @@ use crate::{
 /// The default bound of the local key store.
 pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
 
-/// The size of one local store entry: the key, the policy number and up to three
-/// windows' state inline (more windows add a heap slice of 8 bytes per window).
+/// The size of one general local store entry: the key, the policy number and up to
+/// three windows' state inline (more windows add a heap slice of 8 bytes per window).
+/// IPv4 keys under policies of one to three windows use compact entries instead:
+/// 8 bytes plus 8 per window (16, 24 or 32 bytes).
 pub const LOCAL_ENTRY_BYTES: usize = crate::store::ENTRY_BYTES;
 
 /// A function giving the cost of a request (default 1).
@@ -40,6 +42,11 @@ pub type CostFn = Arc<dyn Fn(&RequestView<'_>) -> u32 + Send + Sync>;
 /// State shared by every clone of a layer and its services.
 pub(crate) struct Shared {
     pub(crate) key: KeyPolicy,
+    /// Set when `key` is the plain client IP ([`ClientIpKey`] refusing a missing IP
+    /// with 400): the hot path then resolves the IP without the trait object.
+    pub(crate) client_ip: Option<ClientIpResolver>,
+    /// No headers and no exposed decision: an admitted request needs no rendering.
+    pub(crate) quiet: bool,
     pub(crate) policies: Box<[Compiled]>,
     pub(crate) by_tier: HashMap<String, u32>,
     pub(crate) tier_source: TierSource,
@@ -120,12 +127,13 @@ impl Shared {
         cost: u64,
         source: crate::DecisionSource,
     ) -> Outcome {
-        match self.local.check(
+        match self.local.check_with(
             key,
             policy.index,
             &policy.local,
             cost,
             self.count_rejected,
+            !self.quiet,
             Instant::now(),
         ) {
             Ok(verdict) => Outcome::Verdict {
@@ -179,6 +187,8 @@ impl Shared {
 #[must_use]
 pub struct RateLimitBuilder {
     key: Option<KeyPolicy>,
+    /// The resolver when `key` is known to be the plain client IP.
+    client_ip: Option<ClientIpResolver>,
     default: (Tier, Policy),
     tiers: Vec<(Tier, Policy)>,
     tier_source: TierSource,
@@ -211,6 +221,7 @@ impl Default for RateLimitBuilder {
     fn default() -> Self {
         Self {
             key: None,
+            client_ip: None,
             default: (Tier::new("default"), Policy::unlimited()),
             tiers: Vec::new(),
             tier_source: TierSource::Identity,
@@ -232,6 +243,16 @@ impl RateLimitBuilder {
     /// How requests are keyed (default: the client IP, trusting no proxy).
     pub fn key(mut self, key: KeyPolicy) -> Self {
         self.key = Some(key);
+        self.client_ip = None;
+        self
+    }
+
+    /// Keys on the client IP resolved by `resolver`, refusing a request without one
+    /// with 400: the same as `key(KeyPolicy::new(ClientIpKey::new(resolver)))`, but
+    /// resolved without a trait object on the hot path.
+    pub(crate) fn client_ip_key(mut self, resolver: ClientIpResolver) -> Self {
+        self.key = Some(KeyPolicy::new(ClientIpKey::new(resolver.clone())));
+        self.client_ip = Some(resolver);
         self
     }
 
@@ -345,10 +366,17 @@ impl RateLimitBuilder {
             policies.push(Compiled::new(index, tier.clone(), policy, remote)?);
             by_tier.insert(tier.as_str().to_owned(), index);
         }
+        let (key, client_ip) = match self.key {
+            Some(key) => (key, self.client_ip),
+            None => (
+                KeyPolicy::new(ClientIpKey::default()),
+                Some(ClientIpResolver::default()),
+            ),
+        };
         let shared = Shared {
-            key: self
-                .key
-                .unwrap_or_else(|| KeyPolicy::new(ClientIpKey::default())),
+            key,
+            client_ip,
+            quiet: self.style == HeaderStyle::None && !self.expose,
             policies: policies.into(),
             by_tier,
             tier_source: self.tier_source,
@@ -489,7 +517,13 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let shared = &*self.shared;
         let view = RequestView::new(&request);
-        let key = match shared.key.resolve(&view) {
+        let resolved = match &shared.client_ip {
+            Some(resolver) => resolver.resolve(&view).map(Key::Ip).ok_or(()),
+            None => Err(()),
+        };
+        // Without a fast path, or when it found no IP, the key policy decides (and
+        // builds the rejection).
+        let key = match resolved.map_or_else(|()| shared.key.resolve(&view), Ok) {
             Ok(key) => key,
             Err(rejection) => {
                 tracing::debug!(name: "ratelimit.missing_key", status = rejection.status().as_u16(), "no rate-limit key");
@@ -517,6 +551,21 @@ where
             };
         }
         let outcome = shared.local_outcome(&key, policy, cost, crate::DecisionSource::Local);
+        if shared.quiet
+            && let Outcome::Verdict { verdict, .. } = &outcome
+            && verdict.allowed
+        {
+            // Admitted with nothing to render: what `finish` would do, without
+            // building the rendering.
+            if metrics::enabled() {
+                metrics::counter(
+                    "gateway.ratelimit.allowed",
+                    1,
+                    &[("tier", policy.tier.as_str())],
+                );
+            }
+            return ResponseFuture::inner(self.inner.call(request), None);
+        }
         match shared.finish(outcome, policy) {
             Next::Pass(annotations) => ResponseFuture::inner(self.inner.call(request), annotations),
             Next::Reject(rejection) => ResponseFuture::rejected(rejection, &self.responder),
@@ -597,11 +646,16 @@ where
                     future,
                     annotations,
                 } => {
-                    let mut response = ready!(future.poll(cx))?;
-                    if let Some(a) = annotations.take() {
-                        a.apply(&mut response);
-                    }
-                    return Poll::Ready(Ok(response.map(GatewayBody::inner)));
+                    return match future.poll(cx) {
+                        Poll::Ready(Ok(mut response)) => {
+                            if let Some(a) = annotations.take() {
+                                a.apply(&mut response);
+                            }
+                            Poll::Ready(Ok(response.map(GatewayBody::inner)))
+                        }
+                        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                        Poll::Pending => Poll::Pending,
+                    };
                 }
                 KindProj::Rejected { rejection } => {
                     let (rejection, responder) = rejection.take().expect("polled after completion");

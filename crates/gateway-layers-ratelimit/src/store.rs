@@ -3,7 +3,9 @@
 //! - **Sharded.** Keys are spread over [`SHARDS`] independently locked shards chosen by
 //!   a hash seeded at random per store (foldhash, hashbrown's default) computed once
 //!   per decision; the lock is held for one table probe and a few integer operations.
-//!   There is no global lock.
+//!   There is no global lock. IPv4 keys under policies of one to three windows live
+//!   in compact tables (8 bytes + 8 per window) so that many keys stay in cache; other
+//!   keys use 64-byte entries.
 //! - **Atomic across windows.** All windows of a key live in one entry and are
 //!   decided under that entry's shard lock: either every window admits the request and
 //!   is charged, or none is.
@@ -13,8 +15,8 @@
 //!   bucket. When a shard is full of keys that are still recovering, new keys of that
 //!   shard are refused until the earliest of them recovers.
 //! - **Self-cleaning.** Decisions sweep one shard every [`SWEEP_EVERY`] (round robin),
-//!   dropping recovered entries and shrinking the table's allocation; no background
-//!   task and no user action are needed.
+//!   dropping recovered entries and shrinking the table's allocation (tables of up to
+//!   [`KEEP_SLOTS`] slots are kept); no background task and no user action are needed.
 
 use std::{
     hash::{BuildHasher, Hash, Hasher},
@@ -36,6 +38,12 @@ use crate::gcra::{self, Verdict, Window};
 pub(crate) const SHARDS: usize = 64;
 /// How often, in the decisions' own time, one shard is swept.
 pub(crate) const SWEEP_EVERY: Duration = Duration::from_millis(50);
+
+/// A swept table keeps its allocation while it has at most this many slots (at most
+/// 64 shards x 256 slots x 65 bytes, about 1 MiB, for the general tables; a quarter to
+/// a half of that for each compact IPv4 table), so a small, steady key set whose keys
+/// keep recovering and coming back is not freed and regrown at every sweep.
+const KEEP_SLOTS: usize = 256;
 
 /// Windows stored inline per key; policies with more windows use a heap slice.
 const INLINE: usize = 3;
@@ -107,11 +115,68 @@ struct Entry {
     tats: Tats,
 }
 
+/// An IPv4 key under a policy of `N` (1 to 3) windows: 8 + 8 × `N` bytes, so the
+/// common client-IP tables stay small enough to sit in cache (the general [`Entry`]
+/// is a 64-byte line).
+#[derive(Debug)]
+struct V4Entry<const N: usize> {
+    ip: u32,
+    policy: u32,
+    tats: [u64; N],
+}
+
+/// What the sweep and the resizes need of an entry.
+trait Stored {
+    /// The latest TAT: the entry has fully recovered once `now` reaches it.
+    fn latest(&self) -> u64;
+    /// The entry's hash (the same as [`hash_key`] of its key).
+    fn hash_with(&self, hasher: &DefaultHashBuilder) -> u64;
+}
+
+impl Stored for Entry {
+    fn latest(&self) -> u64 {
+        self.tats.latest()
+    }
+
+    fn hash_with(&self, hasher: &DefaultHashBuilder) -> u64 {
+        hash_stored(hasher, &self.key, self.policy)
+    }
+}
+
+impl<const N: usize> Stored for V4Entry<N> {
+    fn latest(&self) -> u64 {
+        self.tats.iter().copied().max().unwrap_or(0)
+    }
+
+    fn hash_with(&self, hasher: &DefaultHashBuilder) -> u64 {
+        hash_v4(hasher, self.ip, self.policy)
+    }
+}
+
+/// One shard: compact tables for IPv4 keys under policies of 1, 2 or 3 windows, and
+/// a general table for every other key. A key lives in exactly one of them (chosen
+/// by its kind and its policy's window count), all under the shard's one lock.
 #[derive(Debug, Default)]
 struct Shard {
+    v4_1: HashTable<V4Entry<1>>,
+    v4_2: HashTable<V4Entry<2>>,
+    v4_3: HashTable<V4Entry<3>>,
     table: HashTable<Entry>,
     /// While `now` is before this, the (full) shard has nothing to evict.
     full_until: u64,
+}
+
+impl Shard {
+    fn len(&self) -> usize {
+        self.v4_1.len() + self.v4_2.len() + self.v4_3.len() + self.table.len()
+    }
+
+    fn bytes(&self) -> usize {
+        fn bytes<E>(table: &HashTable<E>) -> usize {
+            table.capacity() * (std::mem::size_of::<E>() + 1)
+        }
+        bytes(&self.v4_1) + bytes(&self.v4_2) + bytes(&self.v4_3) + bytes(&self.table)
+    }
 }
 
 /// Cache-line aligned so shards do not share lines.
@@ -153,10 +218,16 @@ impl LocalStore {
     /// Nanoseconds since the store was created.
     #[inline]
     pub(crate) fn ticks(&self, now: Instant) -> u64 {
-        u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+        // u64 arithmetic rather than `as_nanos()`'s u128 (saturates after 584 years).
+        let since = now.saturating_duration_since(self.epoch);
+        since
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(since.subsec_nanos()))
     }
 
     /// Decides a request of `cost` for `key` under policy number `policy`.
+    #[cfg(test)]
     pub(crate) fn check(
         &self,
         key: &Key,
@@ -164,6 +235,23 @@ impl LocalStore {
         windows: &[Window],
         cost: u64,
         count_rejected: bool,
+        now: Instant,
+    ) -> Result<Verdict, StoreFull> {
+        self.check_with(key, policy, windows, cost, count_rejected, true, now)
+    }
+
+    /// [`check`](Self::check); an admitted verdict carries the window closest to
+    /// exhaustion only when `summary` (see [`gcra::check_with`]).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub(crate) fn check_with(
+        &self,
+        key: &Key,
+        policy: u32,
+        windows: &[Window],
+        cost: u64,
+        count_rejected: bool,
+        summary: bool,
         now: Instant,
     ) -> Result<Verdict, StoreFull> {
         if windows.is_empty() {
@@ -182,6 +270,7 @@ impl LocalStore {
                 windows,
                 cost,
                 count_rejected,
+                summary,
                 now,
             )
         };
@@ -200,37 +289,56 @@ impl LocalStore {
         windows: &[Window],
         cost: u64,
         count_rejected: bool,
+        summary: bool,
         now: u64,
     ) -> Result<Verdict, StoreFull> {
         let n = windows.len();
+        if let Key::Ip(IpAddr::V4(v4)) = key {
+            let ip = v4.to_bits();
+            let args = (
+                hash,
+                ip,
+                policy,
+                windows,
+                cost,
+                count_rejected,
+                summary,
+                now,
+            );
+            match n {
+                1 => return self.decide_v4(shard, |s| &mut s.v4_1, args),
+                2 => return self.decide_v4(shard, |s| &mut s.v4_2, args),
+                3 => return self.decide_v4(shard, |s| &mut s.v4_3, args),
+                _ => {}
+            }
+        }
         if let Some(entry) = shard
             .table
             .find_mut(hash, |e| e.policy == policy && e.key.matches(key))
         {
-            return Ok(gcra::check(
+            return Ok(gcra::check_with(
                 windows,
                 entry.tats.slice_mut(n),
                 now,
                 cost,
                 count_rejected,
+                summary,
             ));
         }
         let mut tats = Tats::fresh(n);
-        let verdict = gcra::check(windows, tats.slice_mut(n), now, cost, count_rejected);
+        let verdict = gcra::check_with(
+            windows,
+            tats.slice_mut(n),
+            now,
+            cost,
+            count_rejected,
+            summary,
+        );
         if tats.latest() <= now {
             // Nothing charged (cost 0): a fresh key needs no entry.
             return Ok(verdict);
         }
-        if shard.table.len() >= self.per_shard {
-            if now >= shard.full_until {
-                self.sweep(shard, now);
-            }
-            if shard.table.len() >= self.per_shard {
-                return Err(StoreFull {
-                    retry_after: Duration::from_nanos(shard.full_until.saturating_sub(now)),
-                });
-            }
-        }
+        self.make_room(shard, now)?;
         let hasher = &self.hasher;
         shard.table.insert_unique(
             hash,
@@ -239,36 +347,102 @@ impl LocalStore {
                 policy,
                 tats,
             },
-            |e| hash_stored(hasher, &e.key, e.policy),
+            |e| e.hash_with(hasher),
         );
         Ok(verdict)
+    }
+
+    /// [`decide`](Self::decide) for an IPv4 key under a policy of `N` windows, in the
+    /// compact table `pick` selects.
+    #[allow(clippy::type_complexity)]
+    #[inline]
+    fn decide_v4<const N: usize>(
+        &self,
+        shard: &mut Shard,
+        pick: fn(&mut Shard) -> &mut HashTable<V4Entry<N>>,
+        (hash, ip, policy, windows, cost, count_rejected, summary, now): (
+            u64,
+            u32,
+            u32,
+            &[Window],
+            u64,
+            bool,
+            bool,
+            u64,
+        ),
+    ) -> Result<Verdict, StoreFull> {
+        if let Some(entry) = pick(shard).find_mut(hash, |e| e.ip == ip && e.policy == policy) {
+            return Ok(gcra::check_with(
+                windows,
+                &mut entry.tats,
+                now,
+                cost,
+                count_rejected,
+                summary,
+            ));
+        }
+        let mut tats = [0; N];
+        let verdict = gcra::check_with(windows, &mut tats, now, cost, count_rejected, summary);
+        if tats.iter().all(|&tat| tat <= now) {
+            // Nothing charged (cost 0): a fresh key needs no entry.
+            return Ok(verdict);
+        }
+        self.make_room(shard, now)?;
+        let hasher = &self.hasher;
+        pick(shard).insert_unique(hash, V4Entry { ip, policy, tats }, |e| e.hash_with(hasher));
+        Ok(verdict)
+    }
+
+    /// Makes room for one new key, sweeping a full shard (at most once until its
+    /// earliest entry recovers); refuses when every entry is still recovering.
+    fn make_room(&self, shard: &mut Shard, now: u64) -> Result<(), StoreFull> {
+        if shard.len() >= self.per_shard {
+            if now >= shard.full_until {
+                self.sweep(shard, now);
+            }
+            if shard.len() >= self.per_shard {
+                return Err(StoreFull {
+                    retry_after: Duration::from_nanos(shard.full_until.saturating_sub(now)),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Drops recovered entries and gives memory back; records when the earliest
     /// remaining entry recovers.
     fn sweep(&self, shard: &mut Shard, now: u64) {
-        let mut earliest = u64::MAX;
-        shard.table.retain(|e| {
-            let latest = e.tats.latest();
-            if latest > now {
-                earliest = earliest.min(latest);
-                true
-            } else {
-                false
+        fn sweep_table<E: Stored>(
+            table: &mut HashTable<E>,
+            now: u64,
+            earliest: &mut u64,
+            hasher: &DefaultHashBuilder,
+        ) {
+            table.retain(|e| {
+                let latest = e.latest();
+                if latest > now {
+                    *earliest = (*earliest).min(latest);
+                    true
+                } else {
+                    false
+                }
+            });
+            let len = table.len();
+            if table.capacity() > (4 * len).max(KEEP_SLOTS) {
+                table.shrink_to(2 * len, |e| e.hash_with(hasher));
             }
-        });
-        shard.full_until = if shard.table.len() >= self.per_shard {
+        }
+        let mut earliest = u64::MAX;
+        let hasher = &self.hasher;
+        sweep_table(&mut shard.v4_1, now, &mut earliest, hasher);
+        sweep_table(&mut shard.v4_2, now, &mut earliest, hasher);
+        sweep_table(&mut shard.v4_3, now, &mut earliest, hasher);
+        sweep_table(&mut shard.table, now, &mut earliest, hasher);
+        shard.full_until = if shard.len() >= self.per_shard {
             earliest
         } else {
             0
         };
-        let len = shard.table.len();
-        if shard.table.capacity() > 4 * len + 64 {
-            let hasher = &self.hasher;
-            shard
-                .table
-                .shrink_to(2 * len, |e| hash_stored(hasher, &e.key, e.policy));
-        }
     }
 
     #[inline]
@@ -306,12 +480,7 @@ impl LocalStore {
     pub(crate) fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| {
-                s.0.lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .table
-                    .len()
-            })
+            .map(|s| s.0.lock().unwrap_or_else(PoisonError::into_inner).len())
             .sum()
     }
 
@@ -320,14 +489,7 @@ impl LocalStore {
     pub(crate) fn table_bytes(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| {
-                let cap =
-                    s.0.lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .table
-                        .capacity();
-                cap * (std::mem::size_of::<Entry>() + 1)
-            })
+            .map(|s| s.0.lock().unwrap_or_else(PoisonError::into_inner).bytes())
             .sum()
     }
 }
@@ -338,7 +500,7 @@ impl LocalStore {
 fn hash_key(hasher: &DefaultHashBuilder, key: &Key, policy: u32) -> u64 {
     let mut h = hasher.build_hasher();
     match key {
-        Key::Ip(IpAddr::V4(v4)) => h.write_u64(u64::from(v4.to_bits()) | u64::from(policy) << 32),
+        Key::Ip(IpAddr::V4(v4)) => return hash_v4(hasher, v4.to_bits(), policy),
         Key::Ip(IpAddr::V6(v6)) => {
             h.write_u128(v6.to_bits());
             h.write_u32(policy);
@@ -359,10 +521,18 @@ fn hash_key(hasher: &DefaultHashBuilder, key: &Key, policy: u32) -> u64 {
     h.finish()
 }
 
+/// [`hash_key`] of an IPv4 key: one write.
+#[inline]
+fn hash_v4(hasher: &DefaultHashBuilder, ip: u32, policy: u32) -> u64 {
+    let mut h = hasher.build_hasher();
+    h.write_u64(u64::from(ip) | u64::from(policy) << 32);
+    h.finish()
+}
+
 /// [`hash_key`] of a stored key, without rebuilding the key.
 fn hash_stored(hasher: &DefaultHashBuilder, key: &StoredKey, policy: u32) -> u64 {
     match key {
-        StoredKey::V4(a) => hash_key(hasher, &Key::Ip(IpAddr::from(*a)), policy),
+        StoredKey::V4(a) => hash_v4(hasher, u32::from_be_bytes(*a), policy),
         StoredKey::V6(a) => hash_key(hasher, &Key::Ip(IpAddr::from(*a)), policy),
         StoredKey::Other(k) => hash_key(hasher, k, policy),
     }
@@ -471,5 +641,53 @@ mod tests {
     #[test]
     fn entry_is_compact() {
         const { assert!(ENTRY_BYTES == 64) };
+        const { assert!(std::mem::size_of::<V4Entry<1>>() == 16) };
+        const { assert!(std::mem::size_of::<V4Entry<2>>() == 24) };
+        const { assert!(std::mem::size_of::<V4Entry<3>>() == 32) };
+    }
+
+    /// IPv4 keys under 1–3 windows use the compact tables, everything else the
+    /// general one; the same key under policies of different sizes stays separate,
+    /// and every table is bounded, swept and charged the same way.
+    #[tokio::test(start_paused = true)]
+    async fn compact_and_general_tables_behave_alike() {
+        let store = LocalStore::new(10_000);
+        let policies: Vec<Vec<Window>> = (1..=4)
+            .map(|n| {
+                (0..n)
+                    .map(|i| Window::new(2 + i, 1_000_000_000 * (1 + i), 2 + i).unwrap())
+                    .collect()
+            })
+            .collect();
+        let keys = [
+            ip(7),
+            Key::Ip("2001:db8::7".parse().unwrap()),
+            Key::Text("alice".into()),
+        ];
+        let now = Instant::now();
+        for (p, w) in policies.iter().enumerate() {
+            for key in &keys {
+                // Quota 2 in the first window: two admitted, the third refused.
+                for _ in 0..2 {
+                    let v = store.check(key, p as u32, w, 1, false, now).unwrap();
+                    assert!(v.allowed, "{key:?} policy {p}");
+                }
+                let v = store.check(key, p as u32, w, 1, false, now).unwrap();
+                assert!(!v.allowed, "{key:?} policy {p}");
+                assert_eq!(v.tightest.unwrap().index, 0);
+                assert_eq!(v.retry_after, Some(500_000_000));
+            }
+        }
+        assert_eq!(store.len(), 12);
+        assert!(store.table_bytes() > 0);
+        // Not yet recovered: the sweep keeps everything.
+        store.sweep_all(now + Duration::from_millis(600));
+        assert_eq!(store.len(), 12);
+        // Past the longest window (4 s): all gone.
+        store.sweep_all(now + Duration::from_secs(5));
+        assert_eq!(store.len(), 0);
+        // A cost-0 request stores nothing.
+        store.check(&ip(8), 0, &policies[0], 0, false, now).unwrap();
+        assert_eq!(store.len(), 0);
     }
 }

@@ -509,3 +509,70 @@ async fn works_in_an_axum_router() {
     assert_eq!(app.clone().oneshot(get("/b")).await.unwrap().status(), 429);
     assert_eq!(app.clone().oneshot(get("/a")).await.unwrap().status(), 429);
 }
+
+/// The default key (and `key: client_ip` in a config) resolves the IP without the
+/// key policy's trait object; it must behave exactly as `ClientIpKey` does.
+#[tokio::test(start_paused = true)]
+async fn default_client_ip_key_behaves_like_client_ip_key() {
+    use gateway_layers_core::ClientIp;
+
+    let quiet = |key: Option<KeyPolicy>| {
+        let mut b = RateLimitLayer::builder()
+            .default_policy(Limit::per_second(1))
+            .headers(HeaderStyle::None);
+        if let Some(key) = key {
+            b = b.key(key);
+        }
+        b.build().unwrap()
+    };
+    for layer in [
+        quiet(None),
+        quiet(Some(KeyPolicy::new(ClientIpKey::default()))),
+    ] {
+        let s = svc(&layer);
+        // Admitted quietly: no headers, no decision in the extensions.
+        let res = send(&s, from("192.0.2.1")).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(res.headers().is_empty());
+        assert!(res.extensions().get::<RateLimitDecision>().is_none());
+        let res = send(&s, from("192.0.2.1")).await;
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(res.headers()["retry-after"], "1");
+        assert!(res.extensions().get::<RateLimitDecision>().is_some());
+        // Another client is separate.
+        assert_eq!(send(&s, from("192.0.2.2")).await.status(), StatusCode::OK);
+        // A resolved `ClientIp` wins over the peer address.
+        let mut req = from("192.0.2.3");
+        req.extensions_mut()
+            .insert(ClientIp("192.0.2.1".parse().unwrap()));
+        assert_eq!(send(&s, req).await.status(), StatusCode::TOO_MANY_REQUESTS);
+        // No peer address: the key policy's 400.
+        let res = send(&s, Request::new(())).await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    }
+}
+
+#[cfg(feature = "serde")]
+#[tokio::test(start_paused = true)]
+async fn config_client_ip_key_honours_trusted_proxies() {
+    let config: gateway_layers_ratelimit::RateLimitConfig =
+        serde_json::from_value(serde_json::json!({
+            "key": "client_ip",
+            "default": [{"quota": 1, "window": "1s"}],
+            "headers": "none"
+        }))
+        .unwrap();
+    let resolver = ClientIpResolver::new(TrustedProxies::new(["10.0.0.0/8"]).unwrap());
+    let layer = config.build(&resolver).unwrap();
+    let s = svc(&layer);
+    let via_proxy = |client: &str| {
+        let mut req = from("10.0.0.1");
+        req.headers_mut()
+            .insert("x-forwarded-for", client.parse().unwrap());
+        req
+    };
+    assert_eq!(send(&s, via_proxy("198.51.100.1")).await.status(), 200);
+    assert_eq!(send(&s, via_proxy("198.51.100.2")).await.status(), 200);
+    assert_eq!(send(&s, via_proxy("198.51.100.1")).await.status(), 429);
+    assert_eq!(send(&s, Request::new(())).await.status(), 400);
+}
