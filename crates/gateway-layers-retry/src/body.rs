@@ -11,7 +11,8 @@
 //! Each replay reports the original body's size hint, so an exact length stays an
 //! exact length (`Content-Length`) and an unknown length stays unknown (chunked
 //! framing). A superseded attempt's body (one a retry replaced) fails if polled again,
-//! so two attempts never race for the client's body.
+//! so two attempts never race for the client's body; one that had already yielded the
+//! whole body just ends.
 
 use std::{
     fmt,
