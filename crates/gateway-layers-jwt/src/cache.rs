@@ -127,6 +127,10 @@ struct Entry<V> {
 struct Shard<V> {
     map: HashMap<TokenKey, Entry<V>, BuildHasherDefault<KeyHasher>>,
     bytes: usize,
+    /// No entry expires before this (a lower bound), so a full shard is only scanned
+    /// for expired entries when one may exist: inserting into a full shard of live
+    /// tokens stays O(1).
+    earliest_expiry: u64,
 }
 
 impl<V> Shard<V> {
@@ -154,6 +158,7 @@ impl<V> TokenCache<V> {
                 Mutex::new(Shard {
                     map: HashMap::default(),
                     bytes: 0,
+                    earliest_expiry: u64::MAX,
                 })
             })
             .collect();
@@ -223,16 +228,22 @@ impl<V> TokenCache<V> {
         }
         let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
         shard.remove(&key);
-        if shard.map.len() >= self.max_entries || shard.bytes + bytes > self.max_bytes {
+        if (shard.map.len() >= self.max_entries || shard.bytes + bytes > self.max_bytes)
+            && shard.earliest_expiry <= now
+        {
             let mut freed = 0;
+            let mut earliest = u64::MAX;
             shard.map.retain(|_, e| {
                 let keep = e.expires_at > now;
-                if !keep {
+                if keep {
+                    earliest = earliest.min(e.expires_at);
+                } else {
                     freed += e.bytes;
                 }
                 keep
             });
             shard.bytes -= freed;
+            shard.earliest_expiry = earliest;
         }
         while shard.map.len() >= self.max_entries || shard.bytes + bytes > self.max_bytes {
             let Some(victim) = shard.map.keys().next().copied() else {
@@ -241,6 +252,7 @@ impl<V> TokenCache<V> {
             shard.remove(&victim);
         }
         shard.bytes += bytes;
+        shard.earliest_expiry = shard.earliest_expiry.min(expires_at);
         shard.map.insert(
             key,
             Entry {
@@ -332,6 +344,46 @@ mod tests {
             "larger than a shard's bytes"
         );
         assert!(TokenCache::<u8>::new(CacheConfig::disabled()).is_none());
+    }
+
+    #[test]
+    fn a_full_shard_drops_expired_entries_before_live_ones() {
+        // Two entries per shard; find three tokens that share a shard.
+        let cache = TokenCache::new(CacheConfig {
+            max_entries: 2 * SHARDS,
+            max_bytes: 1 << 20,
+        })
+        .unwrap();
+        let shard_of = |t: &str| (cache.key(t).0 >> 32) as usize % SHARDS;
+        let first = "token-0".to_owned();
+        let same: Vec<String> = (1..10_000)
+            .map(|i| format!("token-{i}"))
+            .filter(|t| shard_of(t) == shard_of(&first))
+            .take(3)
+            .collect();
+        let (expiring, live, late, later) = (&first, &same[0], &same[1], &same[2]);
+        let put_at = |t: &str, exp: u64, now: u64| {
+            cache.insert(cache.key(t), t, Arc::new(1), exp, 0, 1, 0, now);
+        };
+        put_at(expiring, 100, 50);
+        put_at(live, 10_000, 50);
+        // Full, and one entry has expired: it goes, the live one stays.
+        put_at(late, 10_000, 200);
+        assert_eq!(get_at(&cache, live, 200), Some(1));
+        assert_eq!(get_at(&cache, late, 200), Some(1));
+        assert_eq!(get_at(&cache, expiring, 200), None);
+        // Full of live entries: one is evicted, the bound holds.
+        put_at(later, 10_000, 300);
+        assert_eq!(get_at(&cache, later, 300), Some(1));
+        let kept = [live, late]
+            .iter()
+            .filter(|t| get_at(&cache, t, 300).is_some())
+            .count();
+        assert_eq!(kept, 1);
+    }
+
+    fn get_at(cache: &TokenCache<u32>, token: &str, now: u64) -> Option<u32> {
+        cache.get(cache.key(token), token, now, |_| 1).map(|v| *v)
     }
 
     #[test]
