@@ -121,6 +121,9 @@ fn inproc(which: &str, n: usize) {
             "bare" => {
                 tokio::spawn(bare(front, upstream));
             }
+            "intask" => {
+                tokio::spawn(intask::run(front, upstream));
+            }
             other => panic!("unknown {other}"),
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -168,6 +171,142 @@ async fn bare(listen: SocketAddr, upstream: SocketAddr) {
         }),
     )
     .await;
+}
+
+/// Experiment: HTTP/1.1 upstream connections driven inside the request's own task
+/// (no spawned connection task, no cross-task channels hops).
+mod intask {
+    use std::{
+        future::poll_fn,
+        net::SocketAddr,
+        pin::Pin,
+        sync::{Arc, Mutex},
+        task::{Context, Poll},
+    };
+
+    use bytes::Bytes;
+    use http::{Request, Response, StatusCode, Uri};
+    use http_body::{Body, Frame};
+    use http_body_util::Empty;
+    use hyper::{
+        body::Incoming,
+        client::conn::http1::{Connection, SendRequest},
+    };
+    use hyper_util::rt::TokioIo;
+
+    use super::{BoxBody, BoxError, boxed, serve};
+
+    type Conn = (
+        SendRequest<Incoming>,
+        Connection<TokioIo<tokio::net::TcpStream>, Incoming>,
+    );
+    type Pool = Arc<Mutex<Vec<Conn>>>;
+
+    struct ConnBody {
+        inner: Incoming,
+        conn: Option<Conn>,
+        pool: Pool,
+    }
+
+    impl Body for ConnBody {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            let this = &mut *self;
+            if let Some((_, conn)) = this.conn.as_mut()
+                && Pin::new(conn).poll(cx).is_ready()
+            {
+                this.conn = None;
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(None) => {
+                    this.release(cx);
+                    Poll::Ready(None)
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    if this.inner.is_end_stream() {
+                        this.release(cx);
+                    }
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                other => other.map_err(Into::into),
+            }
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.inner.is_end_stream()
+        }
+    }
+
+    impl ConnBody {
+        fn release(&mut self, cx: &mut Context<'_>) {
+            if let Some((mut tx, mut conn)) = self.conn.take()
+                && Pin::new(&mut conn).poll(cx).is_pending()
+                && tx.poll_ready(cx).is_ready()
+            {
+                self.pool.lock().unwrap().push((tx, conn));
+            }
+        }
+    }
+
+    impl Drop for ConnBody {
+        fn drop(&mut self) {
+            if self.conn.is_some() && self.inner.is_end_stream() {
+                self.release(&mut Context::from_waker(std::task::Waker::noop()));
+            }
+        }
+    }
+
+    pub(super) async fn run(listen: SocketAddr, upstream: SocketAddr) {
+        let pool: Pool = Arc::default();
+        serve(
+            listen,
+            hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                let pool = pool.clone();
+                async move {
+                    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+                    *req.uri_mut() = Uri::try_from(pq).expect("uri");
+                    let pooled = pool.lock().unwrap().pop();
+                    let (mut tx, mut conn) = match pooled {
+                        Some(c) => c,
+                        None => {
+                            let stream = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                            stream.set_nodelay(true).unwrap();
+                            hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                                .await
+                                .unwrap()
+                        }
+                    };
+                    let mut fut = std::pin::pin!(tx.send_request(req));
+                    let result = poll_fn(|cx| {
+                        if Pin::new(&mut conn).poll(cx).is_ready() {
+                            return Poll::Ready(None);
+                        }
+                        fut.as_mut().poll(cx).map(Some)
+                    })
+                    .await;
+                    Ok::<_, std::convert::Infallible>(match result {
+                        Some(Ok(response)) => response.map(|inner| {
+                            boxed(ConnBody {
+                                inner,
+                                conn: Some((tx, conn)),
+                                pool,
+                            })
+                        }),
+                        _ => {
+                            let mut r: Response<BoxBody> = Response::new(boxed(Empty::new()));
+                            *r.status_mut() = StatusCode::BAD_GATEWAY;
+                            r
+                        }
+                    })
+                }
+            }),
+        )
+        .await;
+    }
 }
 
 fn main() {
@@ -220,6 +359,7 @@ fn main() {
                 serve(listen, TowerToHyperService::new(service)).await;
             }
             ("bare", Some(upstream)) => bare(listen, upstream).await,
+            ("intask", Some(upstream)) => intask::run(listen, upstream).await,
             _ => panic!("{usage}"),
         }
     });

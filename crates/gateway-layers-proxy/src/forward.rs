@@ -38,7 +38,20 @@ pub(crate) struct ForwardSettings {
 /// The upstream URI: the target's scheme and authority, its base path joined with the
 /// request's path and query.
 pub(crate) fn upstream_uri(target: &TargetInfo, incoming: &Uri) -> Result<Uri, http::Error> {
-    let path_and_query = match (&target.base_path, incoming.path_and_query()) {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(target.scheme.clone());
+    parts.authority = Some(target.authority.clone());
+    parts.path_and_query = Some(upstream_path(target, incoming)?);
+    Ok(Uri::from_parts(parts)?)
+}
+
+/// The target's base path joined with the request's path and query (the origin-form
+/// request target).
+pub(crate) fn upstream_path(
+    target: &TargetInfo,
+    incoming: &Uri,
+) -> Result<PathAndQuery, http::Error> {
+    Ok(match (&target.base_path, incoming.path_and_query()) {
         (None, Some(pq)) => pq.clone(),
         (None, None) => PathAndQuery::from_static("/"),
         (Some(base), pq) => {
@@ -51,12 +64,7 @@ pub(crate) fn upstream_uri(target: &TargetInfo, incoming: &Uri) -> Result<Uri, h
             joined.push_str(rest);
             PathAndQuery::try_from(joined)?
         }
-    };
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(target.scheme.clone());
-    parts.authority = Some(target.authority.clone());
-    parts.path_and_query = Some(path_and_query);
-    Ok(Uri::from_parts(parts)?)
+    })
 }
 
 fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
@@ -132,12 +140,15 @@ fn forwarded_node(ip: IpAddr) -> String {
 }
 
 /// Rewrites the request parts for `target`. `upgrade` is the protocol of an upgrade
-/// request (its `Connection`/`Upgrade` headers are kept).
+/// request (its `Connection`/`Upgrade` headers are kept). `origin_form`: the URI
+/// becomes path and query only (for a client that writes it as given), else the
+/// absolute upstream URI.
 pub(crate) fn prepare_request(
     parts: &mut request::Parts,
     target: &TargetInfo,
     settings: &ForwardSettings,
     upgrade: Option<&HeaderValue>,
+    origin_form: bool,
 ) -> Result<(), http::Error> {
     let original_host = parts.headers.get(HOST).cloned().or_else(|| {
         parts
@@ -186,7 +197,16 @@ pub(crate) fn prepare_request(
             .headers
             .insert(TE, HeaderValue::from_static("trailers"));
     }
-    parts.uri = upstream_uri(target, &parts.uri)?;
+    // A client without `Host` (HTTP/1.0) gets the target's, as hyper-util's client
+    // would add it.
+    if !parts.headers.contains_key(HOST) {
+        parts.headers.insert(HOST, target.host.clone());
+    }
+    parts.uri = if origin_form {
+        Uri::from(upstream_path(target, &parts.uri)?)
+    } else {
+        upstream_uri(target, &parts.uri)?
+    };
     parts.version = match target.protocol {
         Protocol::Http1 => Version::HTTP_11,
         Protocol::Http2 => Version::HTTP_2,
@@ -390,7 +410,14 @@ mod tests {
                 ("x-kept", "1"),
             ],
         );
-        prepare_request(&mut p, &target("http://127.0.0.1:9"), &settings(&[]), None).unwrap();
+        prepare_request(
+            &mut p,
+            &target("http://127.0.0.1:9"),
+            &settings(&[]),
+            None,
+            false,
+        )
+        .unwrap();
         let h = &p.headers;
         assert!(h.get("connection").is_none());
         assert!(h.get("x-user-id").is_none());
@@ -429,6 +456,7 @@ mod tests {
             &target("http://u"),
             &settings(&["10.0.0.0/8"]),
             None,
+            false,
         )
         .unwrap();
         assert_eq!(
@@ -449,7 +477,7 @@ mod tests {
             "192.0.2.1:1",
             &[("host", "evil\";for=203.0.113.1;x=\"\\")],
         );
-        prepare_request(&mut p, &target("http://u"), &settings(&[]), None).unwrap();
+        prepare_request(&mut p, &target("http://u"), &settings(&[]), None, false).unwrap();
         assert_eq!(
             p.headers["forwarded"],
             "for=192.0.2.1;host=\"evil\\\";for=203.0.113.1;x=\\\"\\\\\";proto=http"
@@ -459,7 +487,7 @@ mod tests {
     #[test]
     fn host_from_the_authority_drops_userinfo() {
         let mut p = parts("http://user:pw@api.example:8080/x", "192.0.2.1:1", &[]);
-        prepare_request(&mut p, &target("http://u"), &settings(&[]), None).unwrap();
+        prepare_request(&mut p, &target("http://u"), &settings(&[]), None, false).unwrap();
         assert_eq!(p.headers["host"], "api.example:8080");
         assert_eq!(p.headers["x-forwarded-host"], "api.example:8080");
     }
@@ -469,7 +497,7 @@ mod tests {
         let mut p = parts("/", "[2001:db8::1]:443", &[("host", "h")]);
         let mut s = settings(&[]);
         s.host = HostHeader::Upstream;
-        prepare_request(&mut p, &target("http://up:81"), &s, None).unwrap();
+        prepare_request(&mut p, &target("http://up:81"), &s, None, false).unwrap();
         assert_eq!(p.headers["x-forwarded-for"], "2001:db8::1");
         assert!(
             p.headers["forwarded"]
@@ -497,6 +525,7 @@ mod tests {
             &target("http://u"),
             &settings(&[]),
             upgrade.as_ref(),
+            false,
         )
         .unwrap();
         assert_eq!(p.headers["connection"], "upgrade");

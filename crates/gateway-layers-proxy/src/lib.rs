@@ -1,5 +1,6 @@
 //! The service at the end of a gateway stack: an HTTP reverse proxy to a set of
-//! upstream targets, with connection pooling (hyper-util), HTTP/1.1 and HTTP/2 (h2c)
+//! upstream targets, with connection pooling (HTTP/1.1 connections driven by the
+//! requests that use them; hyper-util for the rest), HTTP/1.1 and HTTP/2 (h2c)
 //! toward upstreams (TLS with rustls behind the `tls` feature), streaming bodies, load
 //! balancing and health checks. Guide: `docs/proxy.md`.
 //!
@@ -84,6 +85,7 @@
 mod balance;
 mod body;
 mod config;
+mod conn;
 mod cookie;
 mod error;
 mod forward;

@@ -42,14 +42,13 @@ use crate::{
         ActiveHealth, Forwarding, HostHeader, PassiveHealth, Pool, Protocol, ProxyConfig, Target,
         Timeouts,
     },
+    conn::{self, ExchangeFuture, H1Conn, PoolSettings, UpstreamBody},
     error::{ProxyError, ProxyErrorKind},
     forward::{self, ForwardSettings},
     health,
     target::{Snapshot, TargetState, TargetStatus, UpstreamTarget},
 };
 
-/// The request body type sent to upstreams (the client's body, boxed once).
-type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
 #[cfg(not(feature = "tls"))]
 type Connector = HttpConnector;
 #[cfg(feature = "tls")]
@@ -80,6 +79,7 @@ struct Shared {
     forward: ForwardSettings,
     http1: HttpClient,
     http2: HttpClient,
+    pool: PoolSettings,
     responder: SharedResponder,
     classifier: Arc<dyn Classify>,
 }
@@ -305,9 +305,16 @@ where
         if on_upgrade.is_none() {
             upgrade = None;
         }
-        if let Err(e) =
-            forward::prepare_request(&mut parts, &target.info, &shared.forward, upgrade.as_ref())
-        {
+        // Plain HTTP/1.1 targets are served by the in-place client; HTTP/2, TLS and
+        // upgrades by hyper-util's.
+        let direct = target.info.direct && on_upgrade.is_none();
+        if let Err(e) = forward::prepare_request(
+            &mut parts,
+            &target.info,
+            &shared.forward,
+            upgrade.as_ref(),
+            direct,
+        ) {
             return ResponseFuture::done(shared.reject(ProxyError::connect(e.into(), upstream)));
         }
         let body = UnsyncBoxBody::new(body.map_err(Into::into));
@@ -327,7 +334,15 @@ where
             }
             _ => tokio::time::sleep(timeouts.response_headers),
         };
-        let future = shared.client(target.info.protocol).request(request);
+        let future = if direct {
+            Upstream::Direct(Box::pin(conn::exchange(
+                target.clone(),
+                request,
+                shared.pool,
+            )))
+        } else {
+            Upstream::Pooled(shared.client(target.info.protocol).request(request))
+        };
         ResponseFuture {
             kind: Kind::Upstream {
                 future,
@@ -375,7 +390,12 @@ impl Exchange {
         }
     }
 
-    fn respond(self, mut response: Response<Incoming>) -> ProxyResponse {
+    fn respond(
+        self,
+        mut response: Response<Incoming>,
+        conn: Option<Box<H1Conn>>,
+        cx: &mut Context<'_>,
+    ) -> ProxyResponse {
         let shared = &*self.shared;
         let status = response.status();
         if shared
@@ -403,23 +423,22 @@ impl Exchange {
             .map(|(total, start)| tokio::time::sleep_until(start + total));
         let (mut parts, body) = response.into_parts();
         parts.extensions.insert(self.upstream);
-        Response::from_parts(
-            parts,
-            GatewayBody::inner(ProxyBody::new(body, deadline, self.in_flight)),
-        )
+        let mut body = ProxyBody::new(body, deadline, self.in_flight, conn);
+        body.release_if_ended(cx);
+        Response::from_parts(parts, GatewayBody::inner(body))
     }
 
-    fn failed(self, error: hyper_util::client::legacy::Error) -> ProxyResponse {
+    fn failed(self, error: BoxError) -> ProxyResponse {
         let shared = &*self.shared;
         shared.record_failure(self.target());
-        let timed_out = error_kind(&error) == ErrorKind::Timeout;
-        tracing::warn!(name: "proxy.upstream.error", upstream = self.target().label(), error = %DisplayChain(&error), "upstream request failed");
+        let timed_out = error_kind(&*error) == ErrorKind::Timeout;
+        tracing::warn!(name: "proxy.upstream.error", upstream = self.target().label(), error = %DisplayChain(&*error), "upstream request failed");
         let error = if timed_out {
             self.observe("timeout");
             ProxyError::new(ProxyErrorKind::Timeout, Some(self.upstream))
         } else {
             self.observe("connect");
-            ProxyError::connect(Box::new(error), self.upstream)
+            ProxyError::connect(error, self.upstream)
         };
         shared.reject(error)
     }
@@ -487,11 +506,38 @@ pin_project! {
     enum Kind {
         Done { response: Option<ProxyResponse> },
         Upstream {
-            future: hyper_util::client::legacy::ResponseFuture,
+            future: Upstream,
             #[pin]
             timeout: Sleep,
             state: Option<Exchange>,
         },
+    }
+}
+
+/// A response head, with the connection it came on when the in-place client served it.
+type UpstreamResponse = (Response<Incoming>, Option<Box<H1Conn>>);
+
+/// The upstream exchange: the in-place HTTP/1.1 client or hyper-util's.
+enum Upstream {
+    Direct(ExchangeFuture),
+    Pooled(hyper_util::client::legacy::ResponseFuture),
+}
+
+impl Upstream {
+    #[inline]
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<UpstreamResponse, BoxError>> {
+        match self {
+            Self::Direct(future) => future
+                .as_mut()
+                .poll(cx)
+                .map(|r| r.map(|(response, conn)| (response, Some(conn)))),
+            Self::Pooled(future) => Pin::new(future)
+                .poll(cx)
+                .map(|r| r.map(|response| (response, None)).map_err(Into::into)),
+        }
     }
 }
 
@@ -524,7 +570,7 @@ impl Future for ResponseFuture {
                 timeout,
                 state,
             } => {
-                let result = match Pin::new(future).poll(cx) {
+                let result = match future.poll(cx) {
                     Poll::Ready(result) => result,
                     Poll::Pending => {
                         if timeout.poll(cx).is_ready() {
@@ -536,7 +582,7 @@ impl Future for ResponseFuture {
                 };
                 let exchange = state.take().expect("polled after completion");
                 Poll::Ready(Ok(match result {
-                    Ok(response) => exchange.respond(response),
+                    Ok((response, conn)) => exchange.respond(response, conn, cx),
                     Err(error) => exchange.failed(error),
                 }))
             }
@@ -891,6 +937,11 @@ impl ProxyBuilder {
             },
             http1,
             http2,
+            pool: PoolSettings {
+                idle_timeout: self.pool.idle_timeout,
+                max_idle: self.pool.max_idle_per_target,
+                connect_timeout: self.timeouts.connect,
+            },
             responder: self.responder,
             classifier: self.classifier,
         });

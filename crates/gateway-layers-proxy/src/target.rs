@@ -18,6 +18,7 @@ use http::{
 use crate::{
     balance::{Picker, Strategy},
     config::{MAX_WEIGHT, Protocol, Target},
+    conn::IdleConns,
     health::Streak,
 };
 
@@ -31,6 +32,10 @@ pub(crate) struct TargetInfo {
     pub(crate) base_path: Option<Box<str>>,
     pub(crate) protocol: Protocol,
     pub(crate) host: HeaderValue,
+    /// `host:port` to connect to (the scheme's default port filled in).
+    pub(crate) connect_addr: Box<str>,
+    /// Plain `http://` with HTTP/1.1: served by the in-place client (`conn`).
+    pub(crate) direct: bool,
 }
 
 impl TargetInfo {
@@ -83,6 +88,16 @@ impl TargetInfo {
         }
         let host = HeaderValue::from_str(authority.as_str())
             .map_err(|e| ConfigError::invalid(field, e.to_string()))?;
+        let connect_addr = match authority.port_u16() {
+            Some(_) => authority.as_str().into(),
+            None => format!(
+                "{}:{}",
+                authority.host(),
+                if scheme == Scheme::HTTPS { 443 } else { 80 }
+            )
+            .into(),
+        };
+        let direct = scheme == Scheme::HTTP && target.protocol == Protocol::Http1;
         Ok(Self {
             url: target.url.as_str().into(),
             scheme,
@@ -90,6 +105,8 @@ impl TargetInfo {
             base_path,
             protocol: target.protocol,
             host,
+            connect_addr,
+            direct,
         })
     }
 }
@@ -147,6 +164,8 @@ pub(crate) struct TargetState {
     pub(crate) ejections: AtomicU32,
     pub(crate) active_healthy: AtomicBool,
     pub(crate) streak: Mutex<Streak>,
+    /// Idle HTTP/1.1 connections (direct targets only).
+    pub(crate) idle: IdleConns,
 }
 
 impl TargetState {
@@ -161,6 +180,7 @@ impl TargetState {
             ejections: AtomicU32::new(0),
             active_healthy: AtomicBool::new(true),
             streak: Mutex::new(Streak::default()),
+            idle: IdleConns::default(),
         }
     }
 
