@@ -189,7 +189,13 @@ impl ClientIpResolver {
         if let Some(ClientIp(ip)) = request.extensions.get::<ClientIp>() {
             return Some(*ip);
         }
-        self.resolve_uncached(request.headers, peer_addr(request.extensions)?.ip())
+        let peer = peer_addr(request.extensions)?.ip();
+        if self.trusted.is_empty() {
+            // No trusted proxy: the peer is the client and headers are never read
+            // (what `resolve_uncached` does first, without its call on the hot path).
+            return Some(peer.to_canonical());
+        }
+        self.resolve_uncached(request.headers, peer)
     }
 
     /// Resolves from a peer address and headers, ignoring any cached [`ClientIp`].
@@ -451,6 +457,25 @@ mod tests {
 
     fn xff(trusted: &[&str]) -> ClientIpResolver {
         ClientIpResolver::new(TrustedProxies::new(trusted).unwrap())
+    }
+
+    #[test]
+    fn resolve_without_trusted_proxies_is_the_canonical_peer() {
+        let none = ClientIpResolver::default();
+        let mut req = http::Request::builder()
+            .header("x-forwarded-for", "1.1.1.1")
+            .body(())
+            .unwrap();
+        req.extensions_mut()
+            .insert("[::ffff:192.0.2.7]:80".parse::<SocketAddr>().unwrap());
+        assert_eq!(none.resolve(&RequestView::new(&req)), Some(ip("192.0.2.7")));
+        req.extensions_mut().insert(ClientIp(ip("203.0.113.1")));
+        assert_eq!(
+            none.resolve(&RequestView::new(&req)),
+            Some(ip("203.0.113.1"))
+        );
+        let bare = http::Request::new(());
+        assert_eq!(none.resolve(&RequestView::new(&bare)), None);
     }
 
     #[test]
