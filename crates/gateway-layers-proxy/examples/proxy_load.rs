@@ -28,6 +28,11 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 
+// Every server here (upstream, bare forwarders, `Proxy`) uses the same allocator, as
+// the example gateway does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type BoxBody = UnsyncBoxBody<Bytes, BoxError>;
 

@@ -525,10 +525,7 @@ enum Upstream {
 
 impl Upstream {
     #[inline]
-    fn poll(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<UpstreamResponse, BoxError>> {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<UpstreamResponse, BoxError>> {
         match self {
             Self::Direct(future) => future
                 .as_mut()
