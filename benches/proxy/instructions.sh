@@ -4,10 +4,12 @@
 #
 #   bash benches/proxy/instructions.sh            # N=1000 requests
 #
-# Runs `proxy_load inproc {direct,bare,gateway} N` (upstream, server under test and a
+# Runs `proxy_load inproc {direct,bare,intask,gateway} N` (upstream, server under test and a
 # sequential keep-alive client in one thread) for N and N/5 requests and prints the
 # per-request difference, i.e. without start-up costs. "forwarding cost" is the
-# instructions a proxy hop adds over the direct client->upstream exchange.
+# instructions a proxy hop adds over the direct client->upstream exchange. "intask" is
+# the bare forwarder with its upstream connections driven in place (no connection
+# task), the design `Proxy` uses for HTTP/1.1: the floor for that design.
 # nginx is not in this comparison (multi-process); see load.sh for it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -24,11 +26,12 @@ count() { # which n -> instructions
         | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
 }
 declare -A PER
-for which in direct bare gateway; do
+for which in direct bare intask gateway; do
     big="$(count "$which" "$N")"; small="$(count "$which" "$SMALL")"
     PER[$which]=$(( (big - small) / (N - SMALL) ))
     printf '%-8s %8d instructions per request (client + upstream + proxy)\n' "$which" "${PER[$which]}"
 done
 bare_cost=$(( PER[bare] - PER[direct] )); gw_cost=$(( PER[gateway] - PER[direct] ))
-echo "forwarding cost: bare $bare_cost, gateway $gw_cost instructions per request"
+in_cost=$(( PER[intask] - PER[direct] ))
+echo "forwarding cost: bare $bare_cost, intask $in_cost, gateway $gw_cost instructions per request"
 awk -v b="$bare_cost" -v g="$gw_cost" 'BEGIN { printf "gateway/bare forwarding cost = %.2fx (lower is better)\n", g / b }'

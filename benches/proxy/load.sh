@@ -9,9 +9,11 @@
 #   - an upstream (hyper, 13-byte body)              :18080
 #   - gateway-layers-proxy `Proxy` (hyper server)    :18081
 #   - a bare hyper-util forwarding handler           :18082
+#   - the bare forwarder with connections driven in place (`intask`, the floor of
+#     the design `Proxy` uses for HTTP/1.1)          :18084
 #   - nginx as a plain reverse proxy, keepalive      :18083
 # and measures each proxy with wrk (installed with apt-get if missing) in alternating
-# runs: round 1 nginx, bare, gateway; round 2 the same; ... It prints per-run numbers,
+# runs: round 1 nginx, bare, intask, gateway; round 2 the same; ... It prints per-run numbers,
 # the median requests/s and p99 of each, and the ratios gateway/nginx and gateway/bare
 # (throughput: higher is better; p99 ratio = other p99 / gateway p99, higher is better).
 #
@@ -29,7 +31,7 @@ PROXY_THREADS="${PROXY_THREADS:-1}"
 UPSTREAM_THREADS="${UPSTREAM_THREADS:-1}"
 PROXY_CPUS="${PROXY_CPUS:-0}"
 LOADGEN_CPUS="${LOADGEN_CPUS:-1}"
-UPSTREAM_PORT=18080 GATEWAY_PORT=18081 BARE_PORT=18082 NGINX_PORT=18083
+UPSTREAM_PORT=18080 GATEWAY_PORT=18081 BARE_PORT=18082 NGINX_PORT=18083 INTASK_PORT=18084
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 need() {
@@ -73,6 +75,7 @@ trap cleanup EXIT
 pin_bg "$LOADGEN_CPUS" "$BIN" upstream "127.0.0.1:$UPSTREAM_PORT" "$UPSTREAM_THREADS" >"$WORK/upstream.log" 2>&1 & PIDS+=($!)
 pin_bg "$PROXY_CPUS" "$BIN" gateway "127.0.0.1:$GATEWAY_PORT" "127.0.0.1:$UPSTREAM_PORT" "$PROXY_THREADS" >"$WORK/gateway.log" 2>&1 & PIDS+=($!)
 pin_bg "$PROXY_CPUS" "$BIN" bare "127.0.0.1:$BARE_PORT" "127.0.0.1:$UPSTREAM_PORT" "$PROXY_THREADS" >"$WORK/bare.log" 2>&1 & PIDS+=($!)
+pin_bg "$PROXY_CPUS" "$BIN" intask "127.0.0.1:$INTASK_PORT" "127.0.0.1:$UPSTREAM_PORT" "$PROXY_THREADS" >"$WORK/intask.log" 2>&1 & PIDS+=($!)
 
 mkdir -p "$WORK/nginx/logs"
 cat >"$WORK/nginx.conf" <<EOF
@@ -114,9 +117,9 @@ wait_port() {
     done
     echo "port $1 did not open" >&2; cat "$WORK"/*.log >&2; exit 1
 }
-for port in $UPSTREAM_PORT $GATEWAY_PORT $BARE_PORT $NGINX_PORT; do wait_port "$port"; done
+for port in $UPSTREAM_PORT $GATEWAY_PORT $BARE_PORT $NGINX_PORT $INTASK_PORT; do wait_port "$port"; done
 if command -v curl >/dev/null 2>&1; then
-    for port in $GATEWAY_PORT $BARE_PORT $NGINX_PORT; do
+    for port in $GATEWAY_PORT $BARE_PORT $NGINX_PORT $INTASK_PORT; do
         curl -fsS -o /dev/null "http://127.0.0.1:$port/check" || { echo "proxy on $port does not answer 2xx" >&2; cat "$WORK"/*.log >&2; exit 1; }
     done
 fi
@@ -138,14 +141,14 @@ run() { # name port -> "rps p99_us"
 }
 
 # Warm-up (connections, pools), not counted.
-for port in $NGINX_PORT $BARE_PORT $GATEWAY_PORT; do
+for port in $NGINX_PORT $BARE_PORT $INTASK_PORT $GATEWAY_PORT; do
     pin "$LOADGEN_CPUS" wrk -t1 -c"$CONNECTIONS" -d1s "http://127.0.0.1:$port/warm" >/dev/null
 done
 
 declare -A RPS P99
 for round in $(seq 1 "$ROUNDS"); do
-    for name in nginx bare gateway; do
-        case $name in nginx) port=$NGINX_PORT ;; bare) port=$BARE_PORT ;; gateway) port=$GATEWAY_PORT ;; esac
+    for name in nginx bare intask gateway; do
+        case $name in nginx) port=$NGINX_PORT ;; bare) port=$BARE_PORT ;; intask) port=$INTASK_PORT ;; gateway) port=$GATEWAY_PORT ;; esac
         read -r rps p99 < <(run "$name" "$port")
         printf 'round %d  %-8s %10.0f req/s   p99 %8.0f us\n' "$round" "$name" "$rps" "$p99"
         RPS[$name]+="$rps "
@@ -155,17 +158,17 @@ done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 declare -A MR MP
-for name in nginx bare gateway; do
+for name in nginx bare intask gateway; do
     MR[$name]="$(echo "${RPS[$name]}" | median)"
     MP[$name]="$(echo "${P99[$name]}" | median)"
 done
 echo
 echo "median of $ROUNDS alternating runs (${DURATION}s each, $CONNECTIONS connections, $PROXY_THREADS proxy thread(s)):"
-for name in nginx bare gateway; do
+for name in nginx bare intask gateway; do
     printf '  %-8s %10.0f req/s   p99 %8.0f us\n' "$name" "${MR[$name]}" "${MP[$name]}"
 done
-awk -v g="${MR[gateway]}" -v n="${MR[nginx]}" -v b="${MR[bare]}" \
+awk -v g="${MR[gateway]}" -v n="${MR[nginx]}" -v b="${MR[bare]}" -v i="${MR[intask]}" \
     -v gp="${MP[gateway]}" -v np="${MP[nginx]}" -v bp="${MP[bare]}" 'BEGIN {
-    printf "throughput: gateway/nginx = %.2fx   gateway/bare = %.2fx   bare/nginx = %.2fx\n", g / n, g / b, b / n;
+    printf "throughput: gateway/nginx = %.2fx   gateway/bare = %.2fx   bare/nginx = %.2fx   intask/nginx = %.2fx\n", g / n, g / b, b / n, i / n;
     printf "p99 (other/gateway, >1 means gateway is faster): nginx/gateway = %.2fx   bare/gateway = %.2fx\n", np / gp, bp / gp;
 }'

@@ -5,13 +5,17 @@
 //! cargo run --release -p gateway-layers-proxy --example proxy_load -- upstream 127.0.0.1:18080 [threads]
 //! cargo run --release -p gateway-layers-proxy --example proxy_load -- gateway  127.0.0.1:18081 127.0.0.1:18080 [threads]
 //! cargo run --release -p gateway-layers-proxy --example proxy_load -- bare     127.0.0.1:18082 127.0.0.1:18080 [threads]
+//! cargo run --release -p gateway-layers-proxy --example proxy_load -- intask   127.0.0.1:18084 127.0.0.1:18080 [threads]
 //! ```
 //!
 //! - `upstream`: answers every request with a 13-byte body.
 //! - `gateway`: `gateway_layers_proxy::Proxy` (defaults: X-Forwarded-*, hop-by-hop
 //!   stripping, timeouts) served by hyper's HTTP/1.1 server.
 //! - `bare`: a naive hyper-util forwarding handler (rewrite the URI, `client.request`).
-//! - `inproc direct|bare|gateway N`: all in one thread, for instruction counts
+//! - `intask`: the same with hyper's connection API, each upstream connection driven
+//!   by the request using it (no connection task; no headers, timeouts or balancing):
+//!   the floor of the design `Proxy` uses for HTTP/1.1 targets.
+//! - `inproc direct|bare|intask|gateway N`: all in one thread, for instruction counts
 //!   (`valgrind --tool=callgrind`).
 #![allow(missing_docs, clippy::print_stdout)]
 
