@@ -9,6 +9,11 @@
 //!   with p50/p99 latency on loopback against a private `redis-server`.
 //!
 //! `cargo bench -p gateway-layers-ratelimit --features redis --bench ratelimit -- --warm-up-time 1 --measurement-time 3`
+//!
+//! This package's dev-dependencies switch on tokio's `test-util` (for paused-clock
+//! tests), which makes `tokio::time::Instant::now()` check whether a clock was ever
+//! paused. The root package's `ratelimit_prod` bench runs this same file without it,
+//! as a production build has it: `cargo bench -p gateway-layers --bench ratelimit_prod`.
 #![allow(clippy::print_stdout, missing_docs)]
 
 use std::{
@@ -327,7 +332,9 @@ fn single_variant(variant: &str, n: u64) {
     black_box(elapsed);
 }
 
-fn main() {
+/// Also the entry point of the root package's `ratelimit_prod` bench, which includes
+/// this file as a module so that the same code is built without tokio's `test-util`.
+pub(crate) fn main() {
     if let Ok(variant) = std::env::var("RATELIMIT_BENCH_VARIANT") {
         let n = std::env::var("RATELIMIT_BENCH_CALLS")
             .ok()

@@ -93,8 +93,9 @@ pub(crate) fn check(
 
 /// [`check`], skipping the summary of an admitted request unless `summary` (the
 /// admitted verdict then carries no [`Tightest`]: nothing will render it). A refusal
-/// is always summarized.
-#[inline]
+/// is always summarized. Always inlined: the store's compact IPv4 path calls it with
+/// the TATs of a `[u64; N]`, and inlined it is compiled for that `N` without a call.
+#[inline(always)]
 pub(crate) fn check_with(
     windows: &[Window],
     tats: &mut [u64],
@@ -130,6 +131,13 @@ pub(crate) fn check_with(
             tightest: None,
         };
     }
+    summarize_tats(windows, tats, now, cost, allowed)
+}
+
+/// [`summarize`] of the TATs after a decision, kept out of [`check_with`] so that the
+/// admission of a request that needs no summary stays small enough to be inlined.
+#[inline(never)]
+fn summarize_tats(windows: &[Window], tats: &[u64], now: u64, cost: u64, allowed: bool) -> Verdict {
     summarize(
         windows,
         tats.iter().map(|tat| tat.saturating_sub(now)),

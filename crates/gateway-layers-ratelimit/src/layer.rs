@@ -4,6 +4,7 @@ use std::{
     collections::HashMap,
     fmt,
     future::Future,
+    net::IpAddr,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
@@ -12,7 +13,7 @@ use std::{
 
 use gateway_layers_core::{
     ClientIpResolver, ConfigError, GatewayBody, Identity, Key, KeyPolicy, RejectionResponder,
-    RequestView, SharedResponder, Tier, key::ClientIpKey, metrics,
+    RequestView, SharedResponder, Tier, client_ip::peer_addr, key::ClientIpKey, metrics,
 };
 use http::{Request, Response};
 use pin_project_lite::pin_project;
@@ -45,6 +46,8 @@ pub(crate) struct Shared {
     /// Set when `key` is the plain client IP ([`ClientIpKey`] refusing a missing IP
     /// with 400): the hot path then resolves the IP without the trait object.
     pub(crate) client_ip: Option<ClientIpResolver>,
+    /// `client_ip` trusts no proxy: the peer address is the client.
+    pub(crate) trust_none: bool,
     /// No headers and no exposed decision: an admitted request needs no rendering.
     pub(crate) quiet: bool,
     pub(crate) policies: Box<[Compiled]>,
@@ -375,6 +378,7 @@ impl RateLimitBuilder {
         };
         let shared = Shared {
             key,
+            trust_none: client_ip.as_ref().is_some_and(|r| r.trusted().is_empty()),
             client_ip,
             quiet: self.style == HeaderStyle::None && !self.expose,
             policies: policies.into(),
@@ -501,6 +505,19 @@ impl<S> RateLimit<S> {
     }
 }
 
+impl<S> RateLimit<S> {
+    /// The answer to a request without a key (kept out of `call`'s hot path).
+    #[cold]
+    #[inline(never)]
+    fn missing_key<F, ReqBody>(
+        &self,
+        rejection: gateway_layers_core::Rejection,
+    ) -> ResponseFuture<F, S, ReqBody> {
+        tracing::debug!(name: "ratelimit.missing_key", status = rejection.status().as_u16(), "no rate-limit key");
+        ResponseFuture::rejected(rejection, &self.responder)
+    }
+}
+
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
@@ -518,21 +535,21 @@ where
         let shared = &*self.shared;
         let view = RequestView::new(&request);
         let resolved = match &shared.client_ip {
-            Some(resolver) => resolver.resolve(&view).map(Key::Ip).ok_or(()),
-            None => Err(()),
+            Some(resolver) => resolve_client_ip(resolver, shared.trust_none, &view),
+            None => None,
         };
         // Without a fast path, or when it found no IP, the key policy decides (and
         // builds the rejection).
-        let key = match resolved.map_or_else(|()| shared.key.resolve(&view), Ok) {
-            Ok(key) => key,
-            Err(rejection) => {
-                tracing::debug!(name: "ratelimit.missing_key", status = rejection.status().as_u16(), "no rate-limit key");
-                return ResponseFuture::rejected(rejection, &self.responder);
-            }
+        let key = match resolved {
+            Some(ip) => Key::Ip(ip),
+            None => match shared.key.resolve(&view) {
+                Ok(key) => key,
+                Err(rejection) => return self.missing_key(rejection),
+            },
         };
         let policy = shared.policy_for(&view, &key);
         if policy.local.is_empty() {
-            return ResponseFuture::inner(self.inner.call(request), None);
+            return ResponseFuture::pass(self.inner.call(request));
         }
         let cost = shared.cost.as_ref().map_or(1, |f| u64::from(f(&view)));
         #[cfg(feature = "redis")]
@@ -564,13 +581,40 @@ where
                     &[("tier", policy.tier.as_str())],
                 );
             }
-            return ResponseFuture::inner(self.inner.call(request), None);
+            return ResponseFuture::pass(self.inner.call(request));
         }
         match shared.finish(outcome, policy) {
             Next::Pass(annotations) => ResponseFuture::inner(self.inner.call(request), annotations),
             Next::Reject(rejection) => ResponseFuture::rejected(rejection, &self.responder),
         }
     }
+}
+
+/// [`ClientIpResolver::resolve`], with one extension lookup instead of two when the
+/// request carries a single extension.
+///
+/// `resolve` looks for a resolved [`ClientIp`](gateway_layers_core::ClientIp) first and
+/// then for the peer address. When the only extension is the peer address, no
+/// `ClientIp` can be there, so the peer address is looked up alone (the usual case of
+/// a limiter on the connection's service, where axum's `ConnectInfo` is all there is).
+/// Any other request takes `resolve` itself, so the answer is always the same.
+/// With no trusted proxy (`trust_none`, the resolver's `trusted()` being empty) the
+/// peer is the client and `resolve_uncached` would only canonicalize it.
+#[inline]
+fn resolve_client_ip(
+    resolver: &ClientIpResolver,
+    trust_none: bool,
+    view: &RequestView<'_>,
+) -> Option<IpAddr> {
+    if view.extensions.len() == 1
+        && let Some(peer) = peer_addr(view.extensions)
+    {
+        if trust_none {
+            return Some(peer.ip().to_canonical());
+        }
+        return resolver.resolve_uncached(view.headers, peer.ip());
+    }
+    resolver.resolve(view)
 }
 
 /// A decision being made by a remote backend.
@@ -587,6 +631,12 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<F, S, ReqBody> {
+        // Admitted with nothing to add to the response: only the body is wrapped (no
+        // annotations to look at or drop).
+        Pass {
+            #[pin]
+            future: F,
+        },
         Inner {
             #[pin]
             future: F,
@@ -614,11 +664,21 @@ impl<F, S, ReqBody> fmt::Debug for ResponseFuture<F, S, ReqBody> {
 impl<F, S, ReqBody> ResponseFuture<F, S, ReqBody> {
     #[inline]
     fn inner(future: F, annotations: Option<Box<crate::decision::Annotations>>) -> Self {
-        Self {
-            kind: Kind::Inner {
-                future,
-                annotations,
+        match annotations {
+            None => Self::pass(future),
+            annotations => Self {
+                kind: Kind::Inner {
+                    future,
+                    annotations,
+                },
             },
+        }
+    }
+
+    #[inline]
+    fn pass(future: F) -> Self {
+        Self {
+            kind: Kind::Pass { future },
         }
     }
 
@@ -638,10 +698,20 @@ where
 {
     type Output = Result<Response<GatewayBody<ResBody>>, E>;
 
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             let mut this = self.as_mut().project();
             let next = match this.kind.as_mut().project() {
+                KindProj::Pass { future } => {
+                    return match future.poll(cx) {
+                        Poll::Ready(Ok(response)) => {
+                            Poll::Ready(Ok(response.map(GatewayBody::inner)))
+                        }
+                        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                        Poll::Pending => Poll::Pending,
+                    };
+                }
                 KindProj::Inner {
                     future,
                     annotations,
@@ -674,9 +744,13 @@ where
                         Next::Pass(annotations) => {
                             let (mut inner, request) =
                                 *pending.take().expect("polled after completion");
-                            Kind::Inner {
-                                future: inner.call(request),
-                                annotations,
+                            let future = inner.call(request);
+                            match annotations {
+                                None => Kind::Pass { future },
+                                annotations => Kind::Inner {
+                                    future,
+                                    annotations,
+                                },
                             }
                         }
                         Next::Reject(rejection) => Kind::Rejected {

@@ -552,6 +552,102 @@ async fn default_client_ip_key_behaves_like_client_ip_key() {
     }
 }
 
+/// The default key looks up the peer address alone when it is the request's only
+/// extension, and otherwise goes through `ClientIpResolver::resolve`: every way of
+/// carrying the address, alone or beside others, must give the same key.
+#[tokio::test(start_paused = true)]
+async fn client_ip_key_is_the_same_whatever_the_extensions() {
+    use axum::extract::ConnectInfo;
+    use gateway_layers_core::{ClientIp, client_ip::PeerAddr};
+
+    #[derive(Clone)]
+    struct Other;
+
+    let layer = RateLimitLayer::builder()
+        .default_policy(Limit::per_minute(1))
+        .headers(HeaderStyle::None)
+        .build()
+        .unwrap();
+    let s = svc(&layer);
+    let addr = |text: &str| text.parse::<SocketAddr>().unwrap();
+    let with = |f: &dyn Fn(&mut http::Extensions)| {
+        let mut req = Request::new(());
+        f(req.extensions_mut());
+        req
+    };
+    // Each client spends its one request in the first way, then is refused in all the
+    // others: alone, beside an unrelated extension, as an IPv4-mapped IPv6 address.
+    type Way<'a> = &'a dyn Fn(&mut http::Extensions, &str);
+    let ways: [Way<'_>; 6] = [
+        &|e, ip| {
+            e.insert(ConnectInfo(addr(&format!("{ip}:1"))));
+        },
+        &|e, ip| {
+            e.insert(addr(&format!("{ip}:2")));
+        },
+        &|e, ip| {
+            e.insert(PeerAddr(addr(&format!("{ip}:3"))));
+        },
+        &|e, ip| {
+            e.insert(ConnectInfo(addr(&format!("[::ffff:{ip}]:4"))));
+        },
+        &|e, ip| {
+            e.insert(Other);
+            e.insert(ConnectInfo(addr(&format!("{ip}:5"))));
+        },
+        &|e, ip| {
+            e.insert(ClientIp(ip.parse().unwrap()));
+        },
+    ];
+    for (first, way) in ways.iter().enumerate() {
+        let ip = format!("192.0.2.{}", first + 10);
+        let res = send(&s, with(&|e| way(e, &ip))).await;
+        assert_eq!(res.status(), StatusCode::OK, "first request, way {first}");
+        for (n, again) in ways.iter().enumerate() {
+            let res = send(&s, with(&|e| again(e, &ip))).await;
+            assert_eq!(
+                res.status(),
+                StatusCode::TOO_MANY_REQUESTS,
+                "way {n} after way {first}"
+            );
+        }
+    }
+    // A resolved `ClientIp` wins over the peer address, alone or not.
+    let res = send(
+        &s,
+        with(&|e| {
+            e.insert(ConnectInfo(addr("198.51.100.1:1")));
+            e.insert(ClientIp("192.0.2.10".parse().unwrap()));
+        }),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        send(
+            &s,
+            with(&|e| {
+                e.insert(ConnectInfo(addr("198.51.100.1:1")));
+            })
+        )
+        .await
+        .status(),
+        StatusCode::OK
+    );
+    // One extension that is no address, or none: the key policy's 400.
+    let res = send(
+        &s,
+        with(&|e| {
+            e.insert(Other);
+        }),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        send(&s, Request::new(())).await.status(),
+        StatusCode::BAD_REQUEST
+    );
+}
+
 #[cfg(feature = "serde")]
 #[tokio::test(start_paused = true)]
 async fn config_client_ip_key_honours_trusted_proxies() {
@@ -574,5 +670,28 @@ async fn config_client_ip_key_honours_trusted_proxies() {
     assert_eq!(send(&s, via_proxy("198.51.100.1")).await.status(), 200);
     assert_eq!(send(&s, via_proxy("198.51.100.2")).await.status(), 200);
     assert_eq!(send(&s, via_proxy("198.51.100.1")).await.status(), 429);
+    // The same behind the proxy when the peer address is not the only extension
+    // (`resolve` rather than the single-extension path) and from axum's `ConnectInfo`.
+    #[derive(Clone)]
+    struct Other;
+    let mut req = via_proxy("198.51.100.2");
+    req.extensions_mut().insert(Other);
+    assert_eq!(send(&s, req).await.status(), 429);
+    let mut req = Request::new(());
+    req.extensions_mut().insert(axum::extract::ConnectInfo(
+        "10.0.0.2:1".parse::<SocketAddr>().unwrap(),
+    ));
+    req.headers_mut()
+        .insert("x-forwarded-for", "198.51.100.3".parse().unwrap());
+    assert_eq!(send(&s, req).await.status(), 200);
+    // An untrusted peer's header is ignored: the peer is the client.
+    let mut req = from("203.0.113.1");
+    req.headers_mut()
+        .insert("x-forwarded-for", "198.51.100.4".parse().unwrap());
+    assert_eq!(send(&s, req).await.status(), 200);
+    let mut req = from("203.0.113.1");
+    req.headers_mut()
+        .insert("x-forwarded-for", "198.51.100.5".parse().unwrap());
+    assert_eq!(send(&s, req).await.status(), 429);
     assert_eq!(send(&s, Request::new(())).await.status(), 400);
 }
