@@ -5,6 +5,7 @@
 #   bash benches/e2e/run.sh                              # defaults below
 #   DURATION=3 ROUNDS=5 bash benches/e2e/run.sh          # a shorter run
 #   PROFILE=perf bash benches/e2e/run.sh                 # + one profiled gateway run
+#   PROFILE=strace bash benches/e2e/run.sh               # + system calls per request
 #
 # Builds release binaries once (under `nice -n 10`): `example-gateway` and the
 # `proxy_load` example of gateway-layers-proxy (its `upstream` and `bare` modes, the
@@ -40,7 +41,7 @@ PROXY_THREADS="${PROXY_THREADS:-1}"
 UPSTREAM_THREADS="${UPSTREAM_THREADS:-1}"
 PROXY_CPUS="${PROXY_CPUS:-0}"
 LOADGEN_CPUS="${LOADGEN_CPUS:-1}"
-PROFILE="${PROFILE:-}"              # "" | perf
+PROFILE="${PROFILE:-}"              # "" | perf | strace
 PROFILE_SECONDS="${PROFILE_SECONDS:-5}"
 SKIP_BUILD="${SKIP_BUILD:-}"        # non-empty: use existing release binaries
 UPSTREAM_PORT="${UPSTREAM_PORT:-18180}"
@@ -250,4 +251,25 @@ if [ "$PROFILE" = perf ]; then
         | grep -v '^#' | grep '%' | sed 's/[[:space:]-]*$//' | head -n "${PROFILE_TOP:-45}" || true
     echo "by shared object:"
     perf report -i "$WORK/perf.data" --no-children --sort dso --stdio 2>/dev/null | grep -v '^#' | grep '%' | sed 's/[[:space:]-]*$//' || true
+fi
+
+# System calls per request of each system (strace -c; strace slows the traced process,
+# so only the counts are meaningful, not the throughput).
+if [ "$PROFILE" = strace ]; then
+    need strace strace
+    for name in nginx bare gateway; do
+        : >"$WORK/strace.$name"
+        STRACE_PIDS=()
+        for pid in $(pids_of "$name"); do
+            timeout "$((PROFILE_SECONDS + 2))" strace -c -f -p "$pid" -o "$WORK/strace.$name.$pid" >/dev/null 2>&1 &
+            STRACE_PIDS+=($!)
+        done
+        sleep 1
+        n="$("${ON_LOADGEN[@]}" wrk -t1 -c"$CONNECTIONS" -d"${PROFILE_SECONDS}s" -H "$AUTH" \
+            "http://127.0.0.1:$(port_of "$name")$REQ_PATH" | awk '/requests in/ {print $1}')"
+        for p in "${STRACE_PIDS[@]}"; do wait "$p" || true; done
+        echo "$name: system calls per request ($n requests)"
+        cat "$WORK"/strace."$name".* | awk -v n="$n" '$NF != "total" && $NF != "syscall" && $4 + 0 > 0 {c[$NF] += $4}
+            END {for (k in c) if (c[k] / n >= 0.01) printf "  %-16s %6.2f\n", k, c[k] / n}' | sort -k2 -gr
+    done
 fi
