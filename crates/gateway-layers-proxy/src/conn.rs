@@ -13,8 +13,9 @@
 //! the end and hyper says it is ready for the next request; a body dropped early,
 //! an error or a timeout closes it. An idle connection is not polled; one the
 //! upstream closed meanwhile is noticed when it is taken again (hyper reads the end
-//! of stream), and a request that could not be written on it is sent on another
-//! connection (never one that was written: that is the retry layer's decision).
+//! of stream) or by the proxy's reaper task, which also closes expired ones; a request
+//! that could not be written on it is sent on another connection (never one that was
+//! written: that is the retry layer's decision).
 
 use std::{
     collections::VecDeque,
@@ -146,6 +147,30 @@ impl IdleConns {
             drop((newest, all));
             None
         }
+    }
+
+    /// Closes the idle connections that expired or that the upstream closed (polling
+    /// each once notices an end of stream); returns how many are left.
+    pub(crate) fn reap(&self, idle_timeout: Duration) -> usize {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let now = Instant::now();
+        let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = conns.len();
+        let mut closed = Vec::new();
+        let mut kept = VecDeque::with_capacity(before);
+        for mut conn in conns.drain(..) {
+            if now.saturating_duration_since(conn.idle_since) >= idle_timeout || conn.drive(&mut cx)
+            {
+                closed.push(conn);
+            } else {
+                kept.push_back(conn);
+            }
+        }
+        *conns = kept;
+        let left = conns.len();
+        drop(conns);
+        drop(closed);
+        left
     }
 
     fn checkin(&self, mut conn: Box<H1Conn>) {

@@ -119,6 +119,7 @@ impl Proxy {
                 in_flight: t.in_flight.load(Ordering::Relaxed),
                 healthy: t.active_healthy.load(Ordering::Relaxed),
                 ejected: t.is_ejected(now),
+                idle_connections: t.idle.len(),
             })
             .collect()
     }
@@ -889,6 +890,9 @@ impl ProxyBuilder {
                 self.forwarding.trusted_proxies.iter().map(String::as_str),
             )?),
         };
+        // The pool's reaper runs when a runtime is there; without one, expired idle
+        // connections are closed when the pool is next used.
+        let reaper = tokio::runtime::Handle::try_current().ok();
         let runtime = if self.active.is_some() || self.discovery.is_some() {
             Some(tokio::runtime::Handle::try_current().map_err(|_| {
                 ConfigError::invalid(
@@ -942,6 +946,9 @@ impl ProxyBuilder {
             responder: self.responder,
             classifier: self.classifier,
         });
+        if let Some(handle) = reaper {
+            handle.spawn(reap_idle(Arc::downgrade(&shared)));
+        }
         if let Some(runtime) = runtime {
             if let Some(active) = self.active {
                 runtime.spawn(active_checks(Arc::downgrade(&shared), active));
@@ -999,6 +1006,29 @@ async fn discovery(shared: Weak<Shared>, mut rx: watch::Receiver<Vec<Target>>) {
         };
         if let Err(e) = shared.set_targets(&targets) {
             tracing::warn!(name: "proxy.targets.rejected", error = %e, "discovered target set refused");
+        }
+    }
+}
+
+/// Closes idle connections that expired or that their upstream closed, every half
+/// idle timeout (between 100 ms and 15 s); ends with the proxy.
+async fn reap_idle(shared: Weak<Shared>) {
+    let Some(strong) = shared.upgrade() else {
+        return;
+    };
+    let idle_timeout = strong.pool.idle_timeout;
+    drop(strong);
+    let period = (idle_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(15));
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        let Some(strong) = shared.upgrade() else {
+            return;
+        };
+        for target in strong.snapshot().targets.iter() {
+            target.idle.reap(idle_timeout);
         }
     }
 }

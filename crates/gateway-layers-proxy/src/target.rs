@@ -265,6 +265,8 @@ pub struct TargetStatus {
     pub healthy: bool,
     /// Whether passive ejection currently keeps it out.
     pub ejected: bool,
+    /// Idle pooled HTTP/1.1 connections (plain `http://` targets; 0 for others).
+    pub idle_connections: usize,
 }
 
 impl TargetStatus {

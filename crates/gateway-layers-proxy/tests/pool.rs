@@ -216,3 +216,72 @@ async fn streamed_request_bodies_and_keep_alive() {
     get.into_body().collect().await.unwrap();
     assert_eq!(upstream.connections(), 1);
 }
+
+fn idle(proxy: &Proxy) -> usize {
+    proxy.targets()[0].idle_connections
+}
+
+#[tokio::test]
+async fn expired_idle_connections_are_closed_without_traffic() {
+    let upstream = MockUpstream::echo().await;
+    let proxy = Proxy::builder()
+        .target(upstream.url())
+        .pool(Pool {
+            idle_timeout: Duration::from_millis(200),
+            ..Pool::default()
+        })
+        .build()
+        .unwrap();
+    assert_eq!(get(&proxy, "/a").await.0, 200);
+    assert_eq!(idle(&proxy), 1);
+    // No further request: the reaper (every 100 ms here) closes it.
+    common::eventually("the idle connection is closed", || idle(&proxy) == 0).await;
+}
+
+#[tokio::test]
+async fn idle_connections_closed_by_the_upstream_are_reaped() {
+    let mut upstream = MockUpstream::echo().await;
+    // Idle timeout 4 s: the reaper looks every 2 s, so a connection gone before 3.5 s
+    // was closed because the upstream closed it, not because it expired.
+    let proxy = Proxy::builder()
+        .target(upstream.url())
+        .pool(Pool {
+            idle_timeout: Duration::from_secs(4),
+            ..Pool::default()
+        })
+        .build()
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    assert_eq!(get(&proxy, "/a").await.0, 200);
+    assert_eq!(idle(&proxy), 1);
+    upstream.stop().await;
+    while idle(&proxy) != 0 {
+        assert!(
+            start.elapsed() < Duration::from_millis(3500),
+            "the closed connection is still pooled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_closing_after_each_response_gets_a_new_connection_each_time() {
+    let upstream = MockUpstream::builder()
+        .handler(|_, i| {
+            Reply::status(200)
+                .header("connection", "close")
+                .body(format!("#{i}"))
+        })
+        .start()
+        .await;
+    let proxy = Proxy::new([upstream.url()]).unwrap();
+    for i in 0..3 {
+        let (status, body) = get(&proxy, "/close").await;
+        assert_eq!(
+            (status, body),
+            (StatusCode::OK, bytes::Bytes::from(format!("#{i}")))
+        );
+    }
+    assert_eq!(upstream.connections(), 3);
+    assert_eq!(idle(&proxy), 0);
+}

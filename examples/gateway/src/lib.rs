@@ -215,6 +215,7 @@ fn admin_router(state: Arc<AdminState>) -> Router {
                                 .map(|t| json!({
                                     "url": t.url, "healthy": t.healthy, "ejected": t.ejected,
                                     "requests": t.requests, "errors": t.errors, "in_flight": t.in_flight,
+                                    "idle_connections": t.idle_connections,
                                 }))
                                 .collect();
                             (name.clone(), Value::Array(targets))
