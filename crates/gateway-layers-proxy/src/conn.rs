@@ -254,3 +254,70 @@ pub(crate) async fn exchange(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Target;
+
+    #[tokio::test]
+    async fn reap_closes_connections_the_upstream_closed_and_keeps_live_ones() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let target = TargetInfo::parse(&Target::new(format!("http://{addr}"))).unwrap();
+        let settings = PoolSettings {
+            // Far away: nothing here expires, so only a closed connection goes.
+            idle_timeout: Duration::from_secs(3600),
+            max_idle: 8,
+            connect_timeout: Duration::from_secs(5),
+        };
+        let pool = IdleConns::default();
+        let (first, second) = (
+            connect(&target, settings).await.unwrap(),
+            connect(&target, settings).await.unwrap(),
+        );
+        let (server_first, _) = listener.accept().await.unwrap();
+        let (server_second, _) = listener.accept().await.unwrap();
+        pool.checkin(first);
+        pool.checkin(second);
+        assert_eq!(pool.reap(settings.idle_timeout), 2, "both alive");
+        drop(server_first);
+        // The end of stream reaches the client side asynchronously: look a bounded
+        // number of times.
+        let mut left = 2;
+        for _ in 0..200 {
+            left = pool.reap(settings.idle_timeout);
+            if left == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(left, 1, "the closed one is gone, the live one stays");
+        drop(server_second);
+    }
+
+    #[tokio::test]
+    async fn checkout_skips_expired_connections_and_checkin_is_bounded() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let target = TargetInfo::parse(&Target::new(format!("http://{addr}"))).unwrap();
+        let settings = PoolSettings {
+            idle_timeout: Duration::from_secs(3600),
+            max_idle: 2,
+            connect_timeout: Duration::from_secs(5),
+        };
+        let pool = IdleConns::default();
+        let mut server_sides = Vec::new();
+        for _ in 0..3 {
+            let conn = connect(&target, settings).await.unwrap();
+            server_sides.push(listener.accept().await.unwrap());
+            pool.checkin(conn);
+        }
+        assert_eq!(pool.len(), 2, "max_idle bounds the pool");
+        assert!(pool.checkout(settings.idle_timeout).is_some());
+        assert_eq!(pool.len(), 1);
+        // With a zero idle timeout everything idle has expired.
+        assert!(pool.checkout(Duration::ZERO).is_none());
+        assert_eq!(pool.len(), 0, "expired connections are closed, not kept");
+    }
+}
