@@ -115,6 +115,14 @@ fn random_state() -> foldhash::fast::SeedableRandomState {
     foldhash::fast::SeedableRandomState::with_seed(os_random(), shared)
 }
 
+/// The shard of a key: high bits folded onto low ones, then the top bits after a
+/// multiply by an odd constant, so every bit of the hash counts (a fixed slice of foldhash's output is not uniform for every
+/// seed).
+fn shard_index(key: TokenKey) -> usize {
+    let folded = key.0 ^ (key.0 >> 29) ^ (key.0 >> 47);
+    (folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 60) as usize % SHARDS
+}
+
 struct Entry<V> {
     token: Box<[u8]>,
     value: Arc<V>,
@@ -176,8 +184,7 @@ impl<V> TokenCache<V> {
     }
 
     fn shard(&self, key: TokenKey) -> &Mutex<Shard<V>> {
-        // Bits the map itself does not use for its buckets (low bits) or tags (top 7).
-        &self.shards[(key.0 >> 32) as usize % SHARDS]
+        &self.shards[shard_index(key)]
     }
 
     /// The cached value for exactly `token` (whose key is `key`), if still valid at
@@ -354,7 +361,7 @@ mod tests {
             max_bytes: 1 << 20,
         })
         .unwrap();
-        let shard_of = |t: &str| (cache.key(t).0 >> 32) as usize % SHARDS;
+        let shard_of = |t: &str| shard_index(cache.key(t));
         let first = "token-0".to_owned();
         let same: Vec<String> = (1..10_000)
             .map(|i| format!("token-{i}"))
