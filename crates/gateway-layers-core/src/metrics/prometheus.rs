@@ -1,7 +1,7 @@
 use std::{
     collections::HashMap,
     fmt::Write,
-    hash::{Hash, Hasher},
+    hash::{BuildHasher, Hasher},
     sync::{
         Mutex,
         atomic::{AtomicU64, AtomicUsize, Ordering},
@@ -24,8 +24,11 @@ pub const MAX_SERIES: usize = 10_000;
 /// Names are converted from `gateway.ratelimit.rejected` to
 /// `gateway_ratelimit_rejected_total` (counters), `..._seconds` (histograms) and
 /// `gateway_breaker_state` (gauges). Recording a known series allocates nothing: the
-/// name and labels are hashed (FNV-1a) to one of 16 independently locked shards, so
-/// concurrent requests rarely wait on each other.
+/// name and labels are hashed once (foldhash over whole strings, seeded at random per
+/// recorder), the hash's mixed bits pick one of 16 independently locked shards (so
+/// concurrent requests rarely wait on each other), and the series is found in that
+/// shard's map by the same hash and a full comparison of name and labels (distinct
+/// label sets never share a series, even when their hashes collide).
 ///
 /// ```
 /// use gateway_layers_core::metrics::{MetricsRecorder, PrometheusRecorder};
@@ -40,11 +43,33 @@ pub const MAX_SERIES: usize = 10_000;
 #[derive(Debug, Default)]
 pub struct PrometheusRecorder {
     shards: [Mutex<Shard>; SHARDS],
+    /// Seeds the series hash; random per recorder, so label values (which clients may
+    /// influence) are not easily chosen to collide (the series count is bounded
+    /// anyway).
+    hasher: foldhash::fast::SeedableRandomState,
     count: AtomicUsize,
     dropped: AtomicU64,
 }
 
+/// Number of shards (a power of two).
 const SHARDS: usize = 16;
+const _: () = assert!(SHARDS.is_power_of_two());
+
+/// The shard of a series hash: high bits folded onto low ones, then the top bits after
+/// a multiply by an odd constant, so every bit of the hash counts (a fixed bit slice of
+/// foldhash's output is not uniform for every seed), and the shard is independent of
+/// the bits the shard's map uses for its buckets.
+#[inline]
+fn shard_index(hash: u64) -> usize {
+    let folded = hash ^ (hash >> 29) ^ (hash >> 47);
+    (folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - SHARDS.trailing_zeros())) as usize
+}
+
+/// Equal `&'static str`s are usually the same literal: compare the pointers first.
+#[inline]
+fn same_static(a: &'static str, b: &'static str) -> bool {
+    std::ptr::eq(a, b) || a == b
+}
 
 #[derive(Debug, Default)]
 struct Shard {
@@ -68,23 +93,6 @@ impl Hasher for Identity {
 
     fn write_u64(&mut self, n: u64) {
         self.0 = n;
-    }
-}
-
-/// FNV-1a: fast on the short names and labels of metrics; keys are not
-/// attacker-chosen beyond label values, and the series count is bounded.
-struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
     }
 }
 
@@ -141,6 +149,21 @@ impl PrometheusRecorder {
         Self::default()
     }
 
+    /// The hash of a series: each string written whole, no per-byte loop. foldhash
+    /// folds each string's length into its state, which separates the strings
+    /// (`("ab", "c")` and `("a", "bc")` hash differently); equal hashes are told apart
+    /// by the full comparison anyway.
+    #[inline]
+    fn series_hash(&self, name: &str, labels: &[(&'static str, &str)]) -> u64 {
+        let mut hasher = self.hasher.build_hasher();
+        hasher.write(name.as_bytes());
+        for (k, v) in labels {
+            hasher.write(k.as_bytes());
+            hasher.write(v.as_bytes());
+        }
+        hasher.finish()
+    }
+
     fn with_series(
         &self,
         name: &'static str,
@@ -148,23 +171,27 @@ impl PrometheusRecorder {
         labels: &[(&'static str, &str)],
         update: impl FnOnce(&mut Value),
     ) {
-        let mut hasher = Fnv(0xcbf2_9ce4_8422_2325);
-        name.hash(&mut hasher);
-        for (k, v) in labels {
-            k.hash(&mut hasher);
-            v.hash(&mut hasher);
-        }
-        let hash = hasher.finish();
+        self.with_hashed_series(self.series_hash(name, labels), name, kind, labels, update);
+    }
+
+    fn with_hashed_series(
+        &self,
+        hash: u64,
+        name: &'static str,
+        kind: Kind,
+        labels: &[(&'static str, &str)],
+        update: impl FnOnce(&mut Value),
+    ) {
         let matches = |s: &Series| {
-            s.name == name
-                && s.value.kind() == kind
+            s.value.kind() == kind
                 && s.labels.len() == labels.len()
+                && same_static(s.name, name)
                 && s.labels
                     .iter()
                     .zip(labels)
-                    .all(|((k1, v1), (k2, v2))| k1 == k2 && v1 == v2)
+                    .all(|((k1, v1), (k2, v2))| same_static(k1, k2) && v1 == v2)
         };
-        let shard = &self.shards[(hash as usize) % SHARDS];
+        let shard = &self.shards[shard_index(hash)];
         let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(series) = shard
             .series
@@ -374,5 +401,92 @@ mod tests {
         let text = r.render();
         assert!(text.contains("gateway_metrics_dropped_series_total 5\n"));
         assert_eq!(text.matches("gateway_x_total{").count(), MAX_SERIES);
+    }
+
+    /// Sequential label values (the usual worst case for a weak hash) spread over every
+    /// shard, for many hash seeds (deterministic: fixed seeds).
+    #[test]
+    fn series_spread_over_shards() {
+        const N: usize = 2_000;
+        for seed in 0..32 {
+            let r = PrometheusRecorder {
+                hasher: foldhash::fast::SeedableRandomState::with_seed(
+                    seed,
+                    foldhash::SharedSeed::global_fixed(),
+                ),
+                ..PrometheusRecorder::default()
+            };
+            for i in 0..N {
+                let i = i.to_string();
+                r.counter("gateway.x", 1, &[("route", "users"), ("k", &i)]);
+            }
+            let sizes: Vec<usize> = r
+                .shards
+                .iter()
+                .map(|s| s.lock().unwrap().series.values().map(Vec::len).sum())
+                .collect();
+            assert_eq!(sizes.iter().sum::<usize>(), N);
+            // 125 expected per shard.
+            assert!(
+                sizes.iter().all(|n| (60..=200).contains(n)),
+                "seed {seed}: {sizes:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn distinct_label_sets_never_merge() {
+        let r = PrometheusRecorder::new();
+        let sets: [&[(&'static str, &str)]; 8] = [
+            &[],
+            &[("a", "bc")],
+            &[("ab", "c")],
+            &[("a", "b"), ("c", "")],
+            &[("a", "")],
+            &[("a", "b"), ("c", "d")],
+            &[("c", "d"), ("a", "b")],
+            &[("a", "b"), ("c", "d"), ("e", "f")],
+        ];
+        for (i, labels) in sets.iter().enumerate() {
+            r.counter("gateway.m", i as u64 + 1, labels);
+        }
+        // The same name and labels as a histogram is another series.
+        r.histogram("gateway.m", 0.1, &[("a", "bc")]);
+        let text = r.render();
+        for (line, n) in [
+            ("gateway_m_total ", 1),
+            ("gateway_m_total{a=\"bc\"} ", 2),
+            ("gateway_m_total{ab=\"c\"} ", 3),
+            ("gateway_m_total{a=\"b\",c=\"\"} ", 4),
+            ("gateway_m_total{a=\"\"} ", 5),
+            ("gateway_m_total{a=\"b\",c=\"d\"} ", 6),
+            ("gateway_m_total{c=\"d\",a=\"b\"} ", 7),
+            ("gateway_m_total{a=\"b\",c=\"d\",e=\"f\"} ", 8),
+        ] {
+            assert!(
+                text.contains(&format!("{line}{n}\n")),
+                "{line}{n} in\n{text}"
+            );
+        }
+        assert!(text.contains("gateway_m_seconds_count{a=\"bc\"} 1\n"));
+
+        // Even with equal hashes (forced here), series are told apart by their labels.
+        let r = PrometheusRecorder::new();
+        let add = |labels: &[(&'static str, &str)], n| {
+            r.with_hashed_series(7, "gateway.c", Kind::Counter, labels, |v| {
+                if let Value::Counter(total) = v {
+                    *total += n;
+                }
+            });
+        };
+        add(&[("k", "a")], 1);
+        add(&[("k", "b")], 10);
+        add(&[("k", "a")], 100);
+        add(&[("j", "a")], 1000);
+        let text = r.render();
+        assert!(text.contains("gateway_c_total{k=\"a\"} 101\n"), "{text}");
+        assert!(text.contains("gateway_c_total{k=\"b\"} 10\n"), "{text}");
+        assert!(text.contains("gateway_c_total{j=\"a\"} 1000\n"), "{text}");
+        assert_eq!(r.shards[shard_index(7)].lock().unwrap().series[&7].len(), 3);
     }
 }
