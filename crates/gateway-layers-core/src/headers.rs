@@ -14,6 +14,9 @@
 //! assert!(header_value("x-user-id", "evil\r\nx-admin: 1").is_err());
 //! ```
 
+use std::net::IpAddr;
+
+use bytes::BufMut;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 use crate::ConfigError;
@@ -114,8 +117,55 @@ pub fn header_name(name: &str) -> Result<HeaderName, ConfigError> {
         .map_err(|_| ConfigError::InvalidHeaderName(name.to_owned()))
 }
 
+/// Appends `ip` as text (the `Display` form). IPv4, on nearly every proxied request,
+/// is written without `core::fmt`, several times faster.
+///
+/// ```
+/// let mut buf = Vec::new();
+/// gateway_layers_core::headers::push_ip(&mut buf, [192, 0, 2, 10].into());
+/// assert_eq!(buf, b"192.0.2.10");
+/// ```
+pub fn push_ip(buf: &mut impl BufMut, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf.put_u8(b'.');
+                }
+                if octet >= 100 {
+                    buf.put_u8(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    buf.put_u8(b'0' + octet / 10 % 10);
+                }
+                buf.put_u8(b'0' + octet % 10);
+            }
+        }
+        IpAddr::V6(v6) => buf.put_slice(v6.to_string().as_bytes()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn push_ip_matches_display() {
+        let mut ips: Vec<IpAddr> = vec![
+            "::1".parse().unwrap(),
+            "2001:db8::8a2e:370:7334".parse().unwrap(),
+            "::ffff:192.0.2.1".parse().unwrap(),
+        ];
+        for a in [0u8, 1, 9, 10, 99, 100, 199, 200, 255] {
+            for b in [0u8, 7, 42, 128, 255] {
+                ips.push(IpAddr::from([a, b, 255 - a, b / 3]));
+            }
+        }
+        for ip in ips {
+            let mut buf = Vec::new();
+            super::push_ip(&mut buf, ip);
+            assert_eq!(buf, ip.to_string().into_bytes(), "{ip}");
+        }
+    }
+
     use super::*;
 
     #[test]

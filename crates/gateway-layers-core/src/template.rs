@@ -31,7 +31,7 @@
 //! assert!(HeaderTemplate::parse("{nope}").is_err());
 //! ```
 
-use std::{borrow::Cow, fmt, io::Write};
+use std::{borrow::Cow, fmt};
 
 use http::{HeaderName, HeaderValue, header::HOST};
 use serde_json::Value;
@@ -247,7 +247,7 @@ fn lookup<'a>(part: &Part, request: &RequestView<'a>) -> Option<Cow<'a, [u8]>> {
                 None => peer_addr(request.extensions)?.ip(),
             };
             let mut buf = Vec::with_capacity(39);
-            write!(buf, "{ip}").ok()?;
+            crate::headers::push_ip(&mut buf, ip);
             Some(Cow::Owned(buf))
         }
         Part::RequestId => request

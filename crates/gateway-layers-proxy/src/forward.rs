@@ -1,13 +1,13 @@
 //! Request and response rewriting: the upstream URI, hop-by-hop headers, forwarding
 //! headers, `Host` and `Via`. Pure functions of the request parts.
 
-use std::{fmt::Write, net::IpAddr};
+use std::net::IpAddr;
 
 use bytes::BytesMut;
 use gateway_layers_core::{
     ClientIp, ClientIpResolver, RequestView,
     client_ip::peer_addr,
-    headers::{is_hop_by_hop, remove_hop_by_hop},
+    headers::{is_hop_by_hop, push_ip, remove_hop_by_hop},
 };
 use http::{
     HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, Version,
@@ -89,29 +89,6 @@ pub(crate) fn upgrade_request(parts: &request::Parts) -> Option<HeaderValue> {
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.keys().any(is_hop_by_hop) {
         remove_hop_by_hop(headers);
-    }
-}
-
-/// Appends an address as text; IPv4 without `fmt` (it is on every request).
-fn push_ip(buf: &mut BytesMut, ip: IpAddr) {
-    match ip {
-        IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    buf.extend_from_slice(b".");
-                }
-                if octet >= 100 {
-                    buf.extend_from_slice(&[b'0' + octet / 100]);
-                }
-                if octet >= 10 {
-                    buf.extend_from_slice(&[b'0' + (octet / 10) % 10]);
-                }
-                buf.extend_from_slice(&[b'0' + octet % 10]);
-            }
-        }
-        IpAddr::V6(v6) => {
-            let _ = write!(buf, "{v6}");
-        }
     }
 }
 
