@@ -17,7 +17,9 @@ use gateway_layers::{
     transform::TransformLayer,
 };
 use http::{HeaderName, Method, Request, Response};
-use tower::{Layer, Service, ServiceExt, util::BoxCloneSyncService};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt, util::BoxCloneSyncService};
+
+use crate::stack::{OverBoxed, Replay, Same, Untransformed, plugin};
 use tower_http::{
     cors::{AllowOrigin, CorsLayer},
     limit::RequestBodyLimitLayer,
@@ -54,21 +56,6 @@ where
     B::Error: Into<BoxError>,
 {
     BoxCloneSyncService::new(service.map_response(|response| response.map(Body::new)))
-}
-
-/// `svc` accepting any request body (for layers that change the body type inward).
-fn accepting<B>(
-    svc: Svc,
-) -> impl Service<Request<B>, Response = Response<Body>, Error = Infallible, Future: Send + 'static>
-+ Clone
-+ Send
-+ Sync
-+ 'static
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    svc.map_request(|request: Request<B>| request.map(Body::new))
 }
 
 fn cors(config: &CorsConfig, field: &str) -> Result<CorsLayer, String> {
@@ -133,69 +120,79 @@ pub fn build(config: GatewayConfig, file: &str) -> Result<Built, LoadError> {
     let mut breakers = HashMap::new();
     for (name, service) in config.services {
         let at = |what: &str| format!("services.{name}.{what}");
-        let proxy = proxies.get(&service.upstream).cloned().ok_or_else(|| {
+        let proxy: Proxy = proxies.get(&service.upstream).cloned().ok_or_else(|| {
             invalid(format!(
                 "{}: no upstream named {:?}",
                 at("upstream"),
                 service.upstream
             ))
         })?;
-        // Innermost first.
-        let mut svc: Svc = boxed(proxy);
-        if let Some(breaker) = service.breaker {
-            let layer = BreakerLayer::from_config(breaker)
-                .map_err(|e| invalid(format!("{}: {e}", at("breaker"))))?;
+        // Innermost first; one concrete type (see `stack`), boxed once.
+        let breaker = service
+            .breaker
+            .map(BreakerLayer::from_config)
+            .transpose()
+            .map_err(|e| invalid(format!("{}: {e}", at("breaker"))))?;
+        if let Some(layer) = &breaker {
             breakers.insert(name.clone(), layer.handle());
-            svc = boxed(layer.layer(svc));
         }
-        if let Some(retry) = &service.retry {
-            let layer = RetryLayer::from_config(retry)
-                .map_err(|e| invalid(format!("{}: {e}", at("retry"))))?;
-            svc = boxed(layer.layer(accepting(svc)));
+        let retry = service
+            .retry
+            .as_ref()
+            .map(RetryLayer::from_config)
+            .transpose()
+            .map_err(|e| invalid(format!("{}: {e}", at("retry"))))?;
+        let transform = service
+            .transform
+            .map(TransformLayer::new)
+            .transpose()
+            .map_err(|e| invalid(format!("{}: {e}", at("transform"))))?;
+        let rate_limit: Option<RateLimitLayer> = service
+            .rate_limit
+            .as_ref()
+            .map(|config| config.builder(&resolver).and_then(|b| b.build()))
+            .transpose()
+            .map_err(|e| invalid(format!("{}: {e}", at("rate_limit"))))?;
+        let api_key: Option<ApiKeyLayer> = service
+            .api_key
+            .map(|config| config.into_builder().and_then(|b| b.build()))
+            .transpose()
+            .map_err(|e| invalid(format!("{}: {e}", at("api_key"))))?;
+        let jwt: Option<JwtAuthLayer> = service
+            .jwt
+            .map(|config| config.into_builder().and_then(|b| b.build()))
+            .transpose()
+            .map_err(|e| invalid(format!("{}: {e}", at("jwt"))))?;
+        if service.body_limit == Some(0) {
+            return Err(invalid(format!("{}: must be > 0", at("body_limit"))));
         }
-        if let Some(transform) = service.transform {
-            let layer = TransformLayer::new(transform)
-                .map_err(|e| invalid(format!("{}: {e}", at("transform"))))?;
-            svc = boxed(layer.layer(accepting(svc)));
-        }
-        if let Some(rate_limit) = &service.rate_limit {
-            let layer: RateLimitLayer = rate_limit
-                .builder(&resolver)
-                .and_then(|b| b.build())
-                .map_err(|e| invalid(format!("{}: {e}", at("rate_limit"))))?;
-            svc = boxed(layer.layer(svc));
-        }
-        if let Some(api_key) = service.api_key {
-            let layer: ApiKeyLayer = api_key
-                .into_builder()
-                .and_then(|b| b.build())
-                .map_err(|e| invalid(format!("{}: {e}", at("api_key"))))?;
-            svc = boxed(layer.layer(svc));
-        }
-        if let Some(jwt) = service.jwt {
-            let layer: JwtAuthLayer = jwt
-                .into_builder()
-                .and_then(|b| b.build())
-                .map_err(|e| invalid(format!("{}: {e}", at("jwt"))))?;
-            svc = boxed(layer.layer(svc));
-        }
-        if let Some(limit) = service.body_limit {
-            if limit == 0 {
-                return Err(invalid(format!("{}: must be > 0", at("body_limit"))));
-            }
-            svc = boxed(RequestBodyLimitLayer::new(limit).layer(accepting(svc)));
-        }
-        if let Some(config) = &service.cors {
-            svc = boxed(cors(config, &at("cors")).map_err(invalid)?.layer(svc));
-        }
-        if service.request_id {
+        // Without a configured limit the layer still runs, unlimited: tower-http's
+        // `Limited` body has no public constructor for a pass-through arm.
+        let body_limit = RequestBodyLimitLayer::new(service.body_limit.unwrap_or(usize::MAX));
+
+        let stack = plugin::<Same, _, _>(breaker, proxy);
+        let stack = plugin::<Replay, _, _>(retry, stack);
+        let stack = plugin::<Untransformed, _, _>(transform, stack);
+        let stack = plugin::<Same, _, _>(rate_limit, stack);
+        let stack = plugin::<Same, _, _>(api_key, stack);
+        let stack = plugin::<Same, _, _>(jwt, stack);
+        let stack = body_limit.layer(stack);
+        let cors = service
+            .cors
+            .as_ref()
+            .map(|config| cors(config, &at("cors")))
+            .transpose()
+            .map_err(invalid)?;
+        let stack = plugin::<Same, _, _>(cors.map(OverBoxed), stack);
+        let request_id = service.request_id.then(|| {
             let header = HeaderName::from_static("x-request-id");
-            svc = boxed(
-                SetRequestIdLayer::new(header.clone(), MakeRequestUuid)
-                    .layer(PropagateRequestIdLayer::new(header).layer(svc)),
-            );
-        }
-        services.insert(name, svc);
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(header.clone(), MakeRequestUuid))
+                .layer(PropagateRequestIdLayer::new(header))
+                .into_inner()
+        });
+        let stack = plugin::<Same, _, _>(request_id, stack);
+        services.insert(name, boxed(stack));
     }
 
     let router = config

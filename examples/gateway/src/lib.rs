@@ -22,17 +22,16 @@
 
 mod build;
 mod config;
+mod request_metrics;
+pub mod stack;
 
 use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{Arc, OnceLock},
-    time::Instant,
 };
 
-use axum::{
-    Json, Router, body::Body, extract::Request, middleware::Next, response::Response, routing::get,
-};
+use axum::{Json, Router, body::Body, routing::get};
 use gateway_layers::{
     breaker::BreakerHandle,
     core::{
@@ -43,10 +42,12 @@ use gateway_layers::{
     proxy::Proxy,
 };
 use serde_json::{Value, json};
+use tower::ServiceBuilder;
 
 pub use build::{Built, Svc, build};
 pub use config::{DEFAULT_CONFIG, GatewayConfig, LoadError, ServiceConfig};
 pub use example_demo_services::DemoUrls;
+pub use request_metrics::RequestMetricsLayer;
 
 /// The demo services `demo:NAME` targets refer to.
 #[derive(Debug, Clone, Default)]
@@ -103,39 +104,6 @@ pub fn recorder() -> &'static PrometheusRecorder {
     })
 }
 
-async fn count(request: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let method = request.method().clone();
-    let response = next.run(request).await;
-    let status = response.status();
-    let class = match status.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    };
-    let rejected_by = response
-        .extensions()
-        .get::<gateway_layers::core::Rejected>()
-        .map_or("none", |r| r.layer);
-    metrics::counter(
-        "gateway.requests",
-        1,
-        &[
-            ("method", method.as_str()),
-            ("status", class),
-            ("rejected_by", rejected_by),
-        ],
-    );
-    metrics::histogram(
-        "gateway.request.duration",
-        start.elapsed().as_secs_f64(),
-        &[("status", class)],
-    );
-    response
-}
-
 impl Gateway {
     /// Parses and builds `text`; `file` names it in errors.
     pub fn from_yaml(file: &str, text: &str, demo: &DemoTargets) -> Result<Self, LoadError> {
@@ -164,11 +132,15 @@ impl Gateway {
             .collect();
         let built = build(config, file)?;
         let _ = recorder();
-        let app = Router::new()
-            .fallback_service(built.router)
-            .layer(axum::middleware::from_fn(count))
-            .layer(ClientIpLayer::new(built.resolver))
-            .layer(TraceContextLayer::new());
+        // One typed stack as the fallback: `Router::layer` would box (and clone per
+        // request) each layer separately.
+        let app = Router::new().fallback_service(
+            ServiceBuilder::new()
+                .layer(TraceContextLayer::new())
+                .layer(ClientIpLayer::new(built.resolver))
+                .layer(RequestMetricsLayer)
+                .service(built.router),
+        );
         let admin = admin_router(Arc::new(AdminState {
             routes,
             proxies: built.proxies,

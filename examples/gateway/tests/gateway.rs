@@ -30,6 +30,32 @@ fn token(sub: &str, tier: &str) -> String {
     mint_token(DEMO_SECRET, sub, tier, Duration::from_secs(300))
 }
 
+#[tokio::test]
+async fn cors_answers_preflights_inside_the_request_id() {
+    let demo = DemoTargets::new(DemoUrls::start().await.unwrap());
+    let gateway = Gateway::from_yaml("gateway.yaml", DEFAULT_CONFIG, &demo).unwrap();
+    let mut preflight = request("/api/users/1", None);
+    *preflight.method_mut() = http::Method::OPTIONS;
+    let headers = preflight.headers_mut();
+    headers.insert("origin", "https://app.example".parse().unwrap());
+    headers.insert("access-control-request-method", "GET".parse().unwrap());
+    let response = call(&gateway.app, preflight).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["access-control-allow-origin"], "*");
+    assert_eq!(response.headers()["access-control-max-age"], "600");
+    assert!(response.headers().contains_key("x-request-id"));
+    assert!(body_bytes(response.into_body()).await.is_empty());
+
+    let mut actual = request("/api/users/1", None);
+    actual
+        .headers_mut()
+        .insert("origin", "https://app.example".parse().unwrap());
+    let response = call(&gateway.app, actual).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["access-control-allow-origin"], "*");
+    assert!(response.headers().contains_key("x-request-id"));
+}
+
 /// A document with one JWT-protected service in front of `upstream`.
 fn document(upstream: &str) -> String {
     format!(
