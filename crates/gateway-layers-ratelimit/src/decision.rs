@@ -1,11 +1,11 @@
 //! What a decision produced: response headers, the rejection, the record in extensions.
 
 use std::{
-    io::Write as _,
     sync::atomic::{AtomicU64, Ordering},
     time::Duration,
 };
 
+use bytes::BytesMut;
 use gateway_layers_core::Rejection;
 use http::{HeaderName, HeaderValue, StatusCode, header::RETRY_AFTER};
 
@@ -318,19 +318,18 @@ impl Render<'_> {
         if self.style.draft()
             && let Some(p) = &policy.policy_header
         {
-            // Formatted on the stack, then copied once into the header value (a
-            // shared `Bytes` clone of the policy header would make every thread bump
-            // one reference count).
+            // `name;r=REMAINING;t=RESET`, written without `core::fmt` into one buffer
+            // that becomes the header value (a shared `Bytes` clone of a prebuilt value
+            // would make every thread bump one reference count).
             let name = &policy.names[t.index];
-            let mut buf = [0u8; 192];
-            let mut cursor = std::io::Cursor::new(&mut buf[..]);
-            let value = match write!(cursor, "{name};r={};t={reset}", t.remaining) {
-                Ok(()) => {
-                    let len = usize::try_from(cursor.position()).unwrap_or(0);
-                    HeaderValue::from_bytes(&buf[..len])
-                }
-                Err(_) => HeaderValue::from_str(&format!("{name};r={};t={reset}", t.remaining)),
-            };
+            let mut numbers = itoa::Buffer::new();
+            let mut buf = BytesMut::with_capacity(name.len() + 48);
+            buf.extend_from_slice(name.as_bytes());
+            buf.extend_from_slice(b";r=");
+            buf.extend_from_slice(numbers.format(t.remaining).as_bytes());
+            buf.extend_from_slice(b";t=");
+            buf.extend_from_slice(numbers.format(reset).as_bytes());
+            let value = HeaderValue::from_maybe_shared(buf.freeze());
             if let (Ok(value), Ok(p)) = (value, HeaderValue::from_bytes(p.as_bytes())) {
                 out.draft = Some([p, value]);
             }
