@@ -28,7 +28,7 @@ if [ -z "${SKIP_BUILD:-}" ]; then
     cargo build --release -q -p gateway-layers-proxy --example proxy_load
 fi
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
-GATEWAY_BIN="$TARGET_DIR/release/example-gateway"
+GATEWAY_BIN="${GATEWAY_BIN:-$TARGET_DIR/release/example-gateway}"   # GATEWAY_BIN=...: another build, e.g. of an older commit
 LOAD_BIN="$TARGET_DIR/release/examples/proxy_load"
 WORK="$(mktemp -d)"
 PIDS=()

@@ -27,11 +27,12 @@ pub mod stack;
 
 use std::{
     collections::HashMap,
+    convert::Infallible,
     net::SocketAddr,
     sync::{Arc, OnceLock},
 };
 
-use axum::{Json, Router, body::Body, routing::get};
+use axum::{Json, Router, body::Body, extract::ConnectInfo, routing::get, serve::IncomingStream};
 use gateway_layers::{
     breaker::BreakerHandle,
     core::{
@@ -82,7 +83,10 @@ impl DemoTargets {
 /// The built gateway: the public app and the admin app.
 #[derive(Debug, Clone)]
 pub struct Gateway {
-    /// The public router with every layer.
+    /// The public service with every layer ([`serve_service`] serves it).
+    pub service: Svc,
+    /// The same service as an axum router (to test it through `oneshot`, or to merge
+    /// it into a larger app).
     pub app: Router,
     /// `/metrics` and `/admin`.
     pub admin: Router,
@@ -132,21 +136,24 @@ impl Gateway {
             .collect();
         let built = build(config, file)?;
         let _ = recorder();
-        // One typed stack as the fallback: `Router::layer` would box (and clone per
-        // request) each layer separately.
-        let app = Router::new().fallback_service(
+        // One typed stack, boxed once (`Router::layer` would box, and clone per
+        // request, each layer separately).
+        let service = Svc::new(
             ServiceBuilder::new()
                 .layer(TraceContextLayer::new())
                 .layer(ClientIpLayer::new(built.resolver))
                 .layer(RequestMetricsLayer)
+                .map_response(|response: http::Response<_>| response.map(Body::new))
                 .service(built.router),
         );
+        let app = Router::new().fallback_service(service.clone());
         let admin = admin_router(Arc::new(AdminState {
             routes,
             proxies: built.proxies,
             breakers: built.breakers,
         }));
         Ok(Self {
+            service,
             app,
             admin,
             listen,
@@ -223,6 +230,44 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Router) -> std::io::R
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .await
+}
+
+/// Serves the gateway's public `service` on `listener`, with each connection's peer
+/// address as `ConnectInfo` (for client IP resolution). Unlike [`serve`] with
+/// `Gateway::app`, no axum routing runs per request: the service is called directly.
+pub async fn serve_service(listener: tokio::net::TcpListener, service: Svc) -> std::io::Result<()> {
+    let make = tower::service_fn(move |stream: IncomingStream<'_, tokio::net::TcpListener>| {
+        std::future::ready(Ok::<_, Infallible>(WithConnectInfo {
+            inner: service.clone(),
+            peer: *stream.remote_addr(),
+        }))
+    });
+    axum::serve(listener, make).await
+}
+
+/// `inner` with the connection's peer address put in each request's extensions.
+#[derive(Clone)]
+struct WithConnectInfo {
+    inner: Svc,
+    peer: SocketAddr,
+}
+
+impl tower::Service<http::Request<Body>> for WithConnectInfo {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = <Svc as tower::Service<http::Request<Body>>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        request.extensions_mut().insert(ConnectInfo(self.peer));
+        self.inner.call(request)
+    }
 }
 
 /// The body type the gateway's services use.

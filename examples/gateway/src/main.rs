@@ -17,7 +17,9 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use example_demo_services::bff::{DEMO_SECRET, mint_token};
-use example_gateway::{DEFAULT_CONFIG, DemoTargets, DemoUrls, Gateway, GatewayConfig, serve};
+use example_gateway::{
+    DEFAULT_CONFIG, DemoTargets, DemoUrls, Gateway, GatewayConfig, serve, serve_service,
+};
 
 // A gateway allocates per request (headers, bodies, futures); glibc's malloc took about
 // 12% of its CPU under load (benches/e2e/run.sh PROFILE=perf), mimalloc much less.
@@ -123,7 +125,7 @@ async fn run() -> ExitCode {
         println!("{banner}");
     }
     let admin_task = tokio::spawn(serve(admin, gateway.admin));
-    let result = serve(listener, gateway.app).await;
+    let result = serve_service(listener, gateway.service).await;
     admin_task.abort();
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -276,6 +276,39 @@ async fn serves_over_tcp() {
     server.abort();
 }
 
+#[tokio::test]
+async fn serve_service_passes_the_peer_address() {
+    let upstream = MockUpstream::echo().await;
+    let gateway = Gateway::from_yaml(
+        "test.yaml",
+        &document(&upstream.url()),
+        &DemoTargets::none(),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(example_gateway::serve_service(listener, gateway.service));
+    let client = gateway_layers_test_support::http_client();
+    let get = |token: Option<String>| {
+        let mut builder = Request::get(format!("http://{addr}/api/things"));
+        if let Some(token) = token {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
+        builder.body(Default::default()).unwrap()
+    };
+    let response = client.request(get(None)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let response = client
+        .request(get(Some(token("user-7", "premium"))))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen = upstream.last().unwrap();
+    assert_eq!(seen.header_values("x-client-ip"), ["127.0.0.1"]);
+    assert_eq!(seen.header_values("x-user-id"), ["user-7"]);
+    server.abort();
+}
+
 /// Each bad document, and what the error must name.
 const BAD: &[(&str, &str, &[&str])] = &[
     ("not yaml", "a: [1, 2", &["bad.yaml"]),
