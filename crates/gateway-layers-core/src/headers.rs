@@ -35,9 +35,16 @@ pub static HOP_BY_HOP: [HeaderName; 9] = [
     header::PROXY_AUTHORIZATION,
 ];
 
+/// The lengths of the [`HOP_BY_HOP`] names (10, 16, 10, 2, 7, 17, 7, 18, 19), as bits:
+/// most names are told apart by their length alone, without comparing them to each of
+/// the nine. A test checks it against the list.
+const HOP_BY_HOP_LENS: u32 = 1 << 2 | 1 << 7 | 1 << 10 | 1 << 16 | 1 << 17 | 1 << 18 | 1 << 19;
+
 /// Whether `name` is a fixed hop-by-hop field.
+#[inline]
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name)
+    let len = name.as_str().len();
+    len < 32 && HOP_BY_HOP_LENS & (1 << len) != 0 && HOP_BY_HOP.contains(name)
 }
 
 /// Removes every hop-by-hop field, including each field named in any `Connection`
@@ -147,6 +154,20 @@ pub fn push_ip(buf: &mut impl BufMut, ip: IpAddr) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hop_by_hop_length_mask_matches_the_list() {
+        let bits = HOP_BY_HOP
+            .iter()
+            .fold(0u32, |bits, name| bits | 1 << name.as_str().len());
+        assert_eq!(bits, HOP_BY_HOP_LENS);
+        for name in &HOP_BY_HOP {
+            assert!(is_hop_by_hop(name), "{name}");
+        }
+        for name in ["user-agent", "ratelimit-policy", "host", "x-forwarded-for", "trailers"] {
+            assert!(!is_hop_by_hop(&HeaderName::from_static(name)), "{name}");
+        }
+    }
+
     #[test]
     fn push_ip_matches_display() {
         let mut ips: Vec<IpAddr> = vec![
