@@ -163,7 +163,13 @@ mod tests {
         for name in &HOP_BY_HOP {
             assert!(is_hop_by_hop(name), "{name}");
         }
-        for name in ["user-agent", "ratelimit-policy", "host", "x-forwarded-for", "trailers"] {
+        for name in [
+            "user-agent",
+            "ratelimit-policy",
+            "host",
+            "x-forwarded-for",
+            "trailers",
+        ] {
             assert!(!is_hop_by_hop(&HeaderName::from_static(name)), "{name}");
         }
     }
