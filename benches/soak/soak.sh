@@ -60,11 +60,16 @@ GW_PORT=$(free_port); ADMIN_PORT=$(free_port); UP_PORT=$(free_port); REDIS_PORT=
 
 # --- demo upstream: a keep-alive HTTP/1.1 JSON server that can be killed and restarted.
 cat >"$DIR/upstream.py" <<'PY'
-import sys
+import socket, sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 BODY = b'{"id":7,"name":"soak","internal_notes":"x","items":[1,2,3]}'
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    def setup(self):
+        # Headers and body are two writes: without TCP_NODELAY the body waits for the
+        # gateway's delayed ACK (40 ms a request).
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().setup()
     def do_GET(self):
         self.send_response(200)
         self.send_header("content-type", "application/json")
@@ -74,6 +79,9 @@ class H(BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
 ThreadingHTTPServer.daemon_threads = True
+# socketserver's default listen backlog is 5: a burst of new connections (after a
+# restart) would lose SYNs and hit the gateway's 1 s connect timeout.
+ThreadingHTTPServer.request_queue_size = 256
 ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 PY
 start_upstream() {
@@ -130,7 +138,8 @@ status() { curl -s -o /dev/null -m 2 -w '%{http_code}' "$URL" || true; }
 
 # --- capacity, then a paced load at LOAD_FRACTION % of it (wrk's delay() hook).
 log "measuring capacity (5 s, 2 threads, 32 connections)"
-CAP=$(wrk -t2 -c32 -d5s "$URL" | awk '/Requests\/sec/ {printf "%d", $2}')
+# Only 2xx answers count: fast 502/503s (an open breaker) would inflate it.
+CAP=$(wrk -t2 -c32 -d5s "$URL" | awk '/requests in/ {n = $1} /Non-2xx/ {bad = $NF} END {printf "%d", (n - bad) / 5}')
 TARGET=$(( CAP * LOAD_FRACTION / 100 )); [ "$TARGET" -ge 1 ] || TARGET=1
 CONNS=16
 DELAY_MS=$(( CONNS * 1000 / TARGET )); [ "$DELAY_MS" -ge 1 ] || DELAY_MS=1
