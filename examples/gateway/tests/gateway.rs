@@ -138,15 +138,20 @@ async fn shipped_document_serves_the_demo() {
     );
 }
 
-#[tokio::test]
-async fn identity_headers_limits_and_trace_context_reach_the_upstream() {
-    let upstream = MockUpstream::echo().await;
-    let gateway = Gateway::from_yaml(
+/// The gateway of [`document`] in front of `upstream`.
+fn gateway_for(upstream: &MockUpstream) -> Gateway {
+    Gateway::from_yaml(
         "test.yaml",
         &document(&upstream.url()),
         &DemoTargets::none(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn identity_headers_limits_and_trace_context_reach_the_upstream() {
+    let upstream = MockUpstream::echo().await;
+    let gateway = gateway_for(&upstream);
     let mut forged = request("/api/things?x=1", Some(&token("user-7", "premium")));
     forged
         .headers_mut()
@@ -206,12 +211,7 @@ async fn metrics(gateway: &Gateway) -> String {
 #[tokio::test]
 async fn breaker_opens_and_metrics_and_admin_show_it() {
     let upstream = MockUpstream::statuses([500]).await;
-    let gateway = Gateway::from_yaml(
-        "test.yaml",
-        &document(&upstream.url()),
-        &DemoTargets::none(),
-    )
-    .unwrap();
+    let gateway = gateway_for(&upstream);
     let premium = token("user-9", "premium");
     for _ in 0..3 {
         let response = call(&gateway.app, request("/api/fail", Some(&premium))).await;
@@ -279,12 +279,7 @@ async fn serves_over_tcp() {
 #[tokio::test]
 async fn serve_service_passes_the_peer_address() {
     let upstream = MockUpstream::echo().await;
-    let gateway = Gateway::from_yaml(
-        "test.yaml",
-        &document(&upstream.url()),
-        &DemoTargets::none(),
-    )
-    .unwrap();
+    let gateway = gateway_for(&upstream);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(example_gateway::serve_service(listener, gateway.service));
