@@ -4,6 +4,8 @@
 //!   service with 10,000 client IPs, two threads at once (the baseline is the bare inner
 //!   service; overhead = layer − baseline). Neither limiter refuses anything here.
 //!   `keyed_10k_1thread` is the same on one thread.
+//! - the keyed case once more with the three interleaved round by round, best and
+//!   median rounds and their overhead ratios (steadier on a shared machine).
 //! - `windows/{1,2,3,4}`: the same on one thread with 1–4 windows per policy.
 //! - bytes per key of the local store, and (feature `redis`) Redis decisions per second
 //!   with p50/p99 latency on loopback against a private `redis-server`.
@@ -187,6 +189,45 @@ fn windows(c: &mut Criterion) {
     group.finish();
 }
 
+/// The keyed case again, interleaved: each round times 10,000 calls of the baseline,
+/// ours and tower_governor in turn (on 2 threads, then on 1), so that a slow stretch
+/// of a shared machine hits all three alike; prints each one's best and median round
+/// and the overhead ratio `(ours - baseline) / (tower_governor - baseline)` of both.
+/// `RATELIMIT_BENCH_ROUNDS` rounds (default 100).
+fn interleaved() {
+    let addrs = addrs();
+    let rounds: usize = std::env::var("RATELIMIT_BENCH_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100);
+    const ITERS: u64 = 10_000;
+    for threads in [2, 1] {
+        let baseline = inner();
+        let gateway = ours(generous(), HeaderStyle::None).layer(inner());
+        let governor = governor_layer!().layer(inner());
+        let mut times: [Vec<f64>; 3] = Default::default();
+        for _ in 0..rounds {
+            let per_call = |d: Duration| d.as_secs_f64() * 1e9 / ITERS as f64;
+            times[0].push(per_call(run(&baseline, threads, ITERS, &addrs)));
+            times[1].push(per_call(run(&gateway, threads, ITERS, &addrs)));
+            times[2].push(per_call(run(&governor, threads, ITERS, &addrs)));
+        }
+        let stats = times.map(|mut t| {
+            t.sort_by(f64::total_cmp);
+            (t[0], t[t.len() / 2])
+        });
+        let [(b_best, b_med), (g_best, g_med), (t_best, t_med)] = stats;
+        println!(
+            "keyed_10k interleaved, {threads} thread(s), {rounds} rounds of {ITERS} calls: \
+             best / median ns per call: baseline {b_best:.1} / {b_med:.1}, \
+             gateway {g_best:.1} / {g_med:.1}, tower_governor {t_best:.1} / {t_med:.1}; \
+             overhead ours / tower_governor: best {:.2}x, median {:.2}x",
+            (g_best - b_best) / (t_best - b_best),
+            (g_med - b_med) / (t_med - b_med),
+        );
+    }
+}
+
 fn bytes_per_key() {
     let layer = ours(Limit::per_hour(10), HeaderStyle::None);
     let mut svc = layer.layer(inner());
@@ -287,7 +328,10 @@ criterion_group!(benches, keyed, windows);
 /// `RATELIMIT_BENCH_VARIANT=<name> RATELIMIT_BENCH_CALLS=<n>`: only make `n` calls of
 /// one variant on one thread and exit, for instruction counting under
 /// `valgrind --tool=callgrind` (load independent): run with two values of `n` and
-/// divide the difference by the difference of `n`. Variants: `baseline`, `gateway`,
+/// divide the difference by the difference of `n`. Count the calling thread only
+/// (`--collect-atstart=no '--toggle-collect=*thread_start*'`): building a layer
+/// calibrates quanta's clock (ours and tower_governor's) for a stretch of wall time,
+/// whose instruction count differs from run to run. Variants: `baseline`, `gateway`,
 /// `gateway_legacy`, `gateway_draft`, `tower_governor`, `tower_governor_headers`,
 /// `windows_1` … `windows_4`.
 fn single_variant(variant: &str, n: u64) {
@@ -345,6 +389,7 @@ pub(crate) fn main() {
     }
     benches();
     Criterion::default().configure_from_args().final_summary();
+    interleaved();
     bytes_per_key();
     #[cfg(feature = "redis")]
     redis_throughput();

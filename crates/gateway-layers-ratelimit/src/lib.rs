@@ -84,7 +84,9 @@
 //! limiter (which implements the same algorithm): governor decides one quota per
 //! limiter with a compare-and-swap per key, so several windows would need several
 //! limiters that cannot be charged atomically (a refusal by the third would already
-//! have consumed the first two), and its clock is not `tokio::time`. See
+//! have consumed the first two). The store reads the same clock as governor by
+//! default ([`Clock::Fast`], quanta's); tests that pause tokio's clock build the
+//! layer with [`clock(Clock::Tokio)`](RateLimitBuilder::clock). See
 //! `docs/rate-limiting.md` for the comparison and benchmark.
 //!
 //! # Responses
@@ -141,8 +143,8 @@ pub use decision::{
     X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,
 };
 pub use layer::{
-    CostFn, DEFAULT_MAX_KEYS, LOCAL_ENTRY_BYTES, RateLimit, RateLimitBuilder, RateLimitLayer,
-    ResponseFuture,
+    Clock, CostFn, DEFAULT_MAX_KEYS, LOCAL_ENTRY_BYTES, RateLimit, RateLimitBuilder,
+    RateLimitLayer, ResponseFuture,
 };
 pub use policy::{HeaderStyle, Limit, Policy, TierFn, TierSource};
 #[cfg(feature = "redis")]

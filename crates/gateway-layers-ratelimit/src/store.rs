@@ -32,7 +32,10 @@ use gateway_layers_core::Key;
 use hashbrown::{DefaultHashBuilder, HashTable};
 use tokio::time::Instant;
 
-use crate::gcra::{self, Verdict, Window};
+use crate::{
+    Clock,
+    gcra::{self, Verdict, Window},
+};
 
 /// Number of shards (a power of two).
 pub(crate) const SHARDS: usize = 64;
@@ -191,39 +194,87 @@ pub(crate) struct StoreFull {
     pub(crate) retry_after: Duration,
 }
 
+/// Where a store reads the time, in nanoseconds since the store was created.
+#[derive(Debug)]
+enum TimeSource {
+    /// quanta's raw counter and its calibration (see [`Clock::Fast`]).
+    Fast { clock: quanta::Clock, epoch: u64 },
+    /// `tokio::time::Instant` (see [`Clock::Tokio`]).
+    Tokio { epoch: Instant },
+}
+
+impl TimeSource {
+    fn new(clock: Clock) -> Self {
+        match clock {
+            Clock::Fast => {
+                let clock = quanta::Clock::new();
+                let epoch = clock.raw();
+                TimeSource::Fast { clock, epoch }
+            }
+            Clock::Tokio => TimeSource::Tokio {
+                epoch: Instant::now(),
+            },
+        }
+    }
+
+    #[inline]
+    fn now(&self) -> u64 {
+        match self {
+            TimeSource::Fast { clock, epoch } => clock.delta_as_nanos(*epoch, clock.raw()),
+            TimeSource::Tokio { epoch } => nanos_since(*epoch, Instant::now()),
+        }
+    }
+}
+
+/// Nanoseconds from `epoch` to `now`, in u64 arithmetic rather than `as_nanos()`'s
+/// u128 (saturates after 584 years).
+#[inline]
+fn nanos_since(epoch: Instant, now: Instant) -> u64 {
+    let since = now.saturating_duration_since(epoch);
+    since
+        .as_secs()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(since.subsec_nanos()))
+}
+
 /// The sharded GCRA store.
 #[derive(Debug)]
 pub(crate) struct LocalStore {
     shards: Box<[Padded]>,
     hasher: DefaultHashBuilder,
-    epoch: Instant,
+    time: TimeSource,
     per_shard: usize,
     next_sweep: AtomicU64,
     cursor: AtomicUsize,
 }
 
 impl LocalStore {
-    /// A store holding at most `max_keys` keys (rounded up to a multiple of the shard count).
-    pub(crate) fn new(max_keys: usize) -> Self {
+    /// A store holding at most `max_keys` keys (rounded up to a multiple of the shard
+    /// count), reading the time from `clock`.
+    pub(crate) fn new(max_keys: usize, clock: Clock) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Padded::default()).collect(),
             hasher: DefaultHashBuilder::default(),
-            epoch: Instant::now(),
+            time: TimeSource::new(clock),
             per_shard: max_keys.div_ceil(SHARDS).max(1),
             next_sweep: AtomicU64::new(0),
             cursor: AtomicUsize::new(0),
         }
     }
 
-    /// Nanoseconds since the store was created.
+    /// Now, in nanoseconds since the store was created (the ticks of `check_with`).
     #[inline]
-    pub(crate) fn ticks(&self, now: Instant) -> u64 {
-        // u64 arithmetic rather than `as_nanos()`'s u128 (saturates after 584 years).
-        let since = now.saturating_duration_since(self.epoch);
-        since
-            .as_secs()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(u64::from(since.subsec_nanos()))
+    pub(crate) fn now(&self) -> u64 {
+        self.time.now()
+    }
+
+    /// `now` as ticks of a store on [`Clock::Tokio`] (tests drive that clock).
+    #[cfg(test)]
+    fn ticks(&self, now: Instant) -> u64 {
+        match &self.time {
+            TimeSource::Tokio { epoch } => nanos_since(*epoch, now),
+            TimeSource::Fast { .. } => panic!("a Fast store takes no tokio instants"),
+        }
     }
 
     /// Decides a request of `cost` for `key` under policy number `policy`.
@@ -237,6 +288,7 @@ impl LocalStore {
         count_rejected: bool,
         now: Instant,
     ) -> Result<Verdict, StoreFull> {
+        let now = self.ticks(now);
         self.check_with(key, policy, windows, cost, count_rejected, true, now)
     }
 
@@ -252,12 +304,11 @@ impl LocalStore {
         cost: u64,
         count_rejected: bool,
         summary: bool,
-        now: Instant,
+        now: u64,
     ) -> Result<Verdict, StoreFull> {
         if windows.is_empty() {
             return Ok(Verdict::UNLIMITED);
         }
-        let now = self.ticks(now);
         let hash = hash_key(&self.hasher, key, policy);
         let shard = &self.shards[shard_index(hash)];
         let result = {
@@ -430,6 +481,10 @@ impl LocalStore {
             let len = table.len();
             if table.capacity() > (4 * len).max(KEEP_SLOTS) {
                 table.shrink_to(2 * len, |e| e.hash_with(hasher));
+            } else if len == 0 {
+                // Keeps the allocation but drops the tombstones `retain` may have
+                // left, which would make the next inserts rehash the table.
+                table.clear();
             }
         }
         let mut earliest = u64::MAX;
@@ -467,9 +522,8 @@ impl LocalStore {
         self.sweep(&mut shard, now);
     }
 
-    /// Sweeps every shard now (diagnostics and tests).
-    pub(crate) fn sweep_all(&self, now: Instant) {
-        let now = self.ticks(now);
+    /// Sweeps every shard at `now` (ticks; diagnostics and tests).
+    pub(crate) fn sweep_all(&self, now: u64) {
         for shard in self.shards.iter() {
             let mut shard = shard.0.lock().unwrap_or_else(PoisonError::into_inner);
             self.sweep(&mut shard, now);
@@ -597,7 +651,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn keys_and_policies_are_separate() {
-        let store = LocalStore::new(1000);
+        let store = LocalStore::new(1000, Clock::Tokio);
         let w = windows();
         let now = Instant::now();
         for _ in 0..2 {
@@ -612,7 +666,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn eviction_never_resets_a_throttled_key() {
         // 64 shards x 1 key each.
-        let store = LocalStore::new(SHARDS);
+        let store = LocalStore::new(SHARDS, Clock::Tokio);
         let w = windows();
         let now = Instant::now();
         let mut refused = 0;
@@ -650,7 +704,7 @@ mod tests {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(100_000);
-        let store = LocalStore::new(count as usize * 2);
+        let store = LocalStore::new(count as usize * 2, Clock::Tokio);
         let w = windows();
         let baseline = store.table_bytes();
         let start = Instant::now();
@@ -662,7 +716,7 @@ mod tests {
         let peak = store.table_bytes();
         assert!(peak > baseline);
         // Still recovering: a sweep keeps everything.
-        store.sweep_all(start + Duration::from_millis(10));
+        store.sweep_all(store.ticks(start + Duration::from_millis(10)));
         assert_eq!(store.len(), count as usize);
         // Idle past the longest window: ordinary decisions sweep one shard each
         // SWEEP_EVERY, so one full round brings the store back down.
@@ -679,6 +733,30 @@ mod tests {
         );
     }
 
+    /// The default clock counts nanoseconds from the store's creation, in step with
+    /// the OS monotonic clock.
+    #[test]
+    fn fast_clock_counts_nanoseconds() {
+        let store = LocalStore::new(10, Clock::Fast);
+        let nanos = |d: Duration| d.as_nanos() as u64;
+        let r0 = std::time::Instant::now();
+        let s0 = store.now();
+        let r1 = std::time::Instant::now();
+        std::thread::sleep(Duration::from_millis(20));
+        let r2 = std::time::Instant::now();
+        let s1 = store.now();
+        let r3 = std::time::Instant::now();
+        // The store's interval lies between the OS clock's inner and outer intervals
+        // (whatever preemption happened between the reads), give or take 1% and
+        // 100 µs for the calibration.
+        let (inner, outer) = (nanos(r2 - r1), nanos(r3 - r0));
+        let elapsed = s1 - s0;
+        assert!(
+            elapsed + inner / 100 + 100_000 >= inner && elapsed <= outer + outer / 100 + 100_000,
+            "{elapsed} ns, OS clock between {inner} and {outer}"
+        );
+    }
+
     #[test]
     fn entry_is_compact() {
         const { assert!(ENTRY_BYTES == 64) };
@@ -692,7 +770,7 @@ mod tests {
     /// and every table is bounded, swept and charged the same way.
     #[tokio::test(start_paused = true)]
     async fn compact_and_general_tables_behave_alike() {
-        let store = LocalStore::new(10_000);
+        let store = LocalStore::new(10_000, Clock::Tokio);
         let policies: Vec<Vec<Window>> = (1..=4)
             .map(|n| {
                 (0..n)
@@ -722,10 +800,10 @@ mod tests {
         assert_eq!(store.len(), 12);
         assert!(store.table_bytes() > 0);
         // Not yet recovered: the sweep keeps everything.
-        store.sweep_all(now + Duration::from_millis(600));
+        store.sweep_all(store.ticks(now + Duration::from_millis(600)));
         assert_eq!(store.len(), 12);
         // Past the longest window (4 s): all gone.
-        store.sweep_all(now + Duration::from_secs(5));
+        store.sweep_all(store.ticks(now + Duration::from_secs(5)));
         assert_eq!(store.len(), 0);
         // A cost-0 request stores nothing.
         store.check(&ip(8), 0, &policies[0], 0, false, now).unwrap();

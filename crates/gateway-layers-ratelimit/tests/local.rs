@@ -8,7 +8,8 @@ use gateway_layers_core::{
     key::{ClientIpKey, HeaderKey, SubjectKey},
 };
 use gateway_layers_ratelimit::{
-    DecisionSource, HeaderStyle, Limit, Policy, RateLimitDecision, RateLimitLayer, TierSource,
+    Clock, DecisionSource, HeaderStyle, Limit, Policy, RateLimitBuilder, RateLimitDecision,
+    RateLimitLayer, TierSource,
 };
 use gateway_layers_test_support::body_json;
 use http::{Request, Response, StatusCode};
@@ -36,6 +37,11 @@ fn from(peer: &str) -> Request<()> {
     req
 }
 
+/// A builder on the tokio clock, for the tests that run with a paused one.
+fn paused() -> RateLimitBuilder {
+    RateLimitLayer::builder().clock(Clock::Tokio)
+}
+
 async fn send<S>(svc: &S, req: Request<()>) -> Res
 where
     S: Service<Request<()>, Response = Res, Error = Infallible> + Clone,
@@ -45,7 +51,7 @@ where
 
 #[tokio::test(start_paused = true)]
 async fn five_per_second_exactly_then_retry_after() {
-    let layer = RateLimitLayer::builder()
+    let layer = paused()
         .default_policy(Limit::per_second(5).with_burst(5))
         .build()
         .unwrap();
@@ -102,6 +108,37 @@ async fn five_per_second_exactly_then_retry_after() {
     assert_eq!(admitted, 5);
 }
 
+/// The default clock (quanta's) in real time: exactly the burst, then refused until
+/// the Retry-After time has passed.
+#[tokio::test]
+async fn default_clock_in_real_time() {
+    // 50/s, burst 2: two pass, the third waits 20 ms.
+    let layer = RateLimitLayer::builder()
+        .default_policy(Limit::per_second(50).with_burst(2))
+        .build()
+        .unwrap();
+    let svc = svc(&layer);
+    let started = std::time::Instant::now();
+    for _ in 0..2 {
+        assert_eq!(send(&svc, from("192.0.2.1")).await.status(), StatusCode::OK);
+    }
+    let res = send(&svc, from("192.0.2.1")).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait = res
+        .extensions()
+        .get::<RateLimitDecision>()
+        .unwrap()
+        .retry_after
+        .unwrap();
+    assert!(wait <= Duration::from_millis(20), "{wait:?}");
+    // Unless the three calls took 20 ms, the retry time is still ahead.
+    if started.elapsed() < Duration::from_millis(15) {
+        assert!(wait > Duration::ZERO);
+    }
+    tokio::time::sleep(wait + Duration::from_millis(2)).await;
+    assert_eq!(send(&svc, from("192.0.2.1")).await.status(), StatusCode::OK);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_concurrent_against_one_hundred() {
     let layer = RateLimitLayer::builder()
@@ -130,7 +167,7 @@ async fn thousand_concurrent_against_one_hundred() {
 #[tokio::test(start_paused = true)]
 async fn rotating_forwarded_for_from_untrusted_peer_shares_one_bucket() {
     let resolver = ClientIpResolver::new(TrustedProxies::new(["10.0.0.0/8"]).unwrap());
-    let layer = RateLimitLayer::builder()
+    let layer = paused()
         .key(KeyPolicy::new(ClientIpKey::new(resolver)))
         .default_policy(Limit::per_minute(3))
         .build()
@@ -164,7 +201,7 @@ async fn rotating_forwarded_for_from_untrusted_peer_shares_one_bucket() {
 }
 
 fn tiered() -> gateway_layers_ratelimit::RateLimitBuilder {
-    RateLimitLayer::builder()
+    paused()
         .key(KeyPolicy::new(SubjectKey))
         .default_policy(Limit::per_minute(2))
         .tier("premium", Limit::per_minute(10))
@@ -256,7 +293,7 @@ async fn other_tier_sources() {
 
 #[tokio::test(start_paused = true)]
 async fn a_static_tier_map_matches_ip_and_header_keys() {
-    let by_ip = RateLimitLayer::builder()
+    let by_ip = paused()
         .default_policy(Limit::per_minute(2))
         .tier("premium", Limit::per_minute(10))
         .tier_source(TierSource::static_map([("192.0.2.7", "premium")]))
@@ -266,7 +303,7 @@ async fn a_static_tier_map_matches_ip_and_header_keys() {
     assert_eq!(admitted(&s, || from("192.0.2.7")).await, 10);
     assert_eq!(admitted(&s, || from("192.0.2.8")).await, 2);
 
-    let by_header = RateLimitLayer::builder()
+    let by_header = paused()
         .key(KeyPolicy::new(HeaderKey::new("x-api-key").unwrap()))
         .default_policy(Limit::per_minute(2))
         .tier("premium", Limit::per_minute(10))
@@ -287,7 +324,7 @@ async fn a_static_tier_map_matches_ip_and_header_keys() {
 
 #[tokio::test(start_paused = true)]
 async fn several_windows_and_the_tightest_one_is_reported() {
-    let layer = RateLimitLayer::builder()
+    let layer = paused()
         .default_policy([
             Limit::per_second(10),
             Limit::per_minute(12).with_name("minute"),
@@ -322,7 +359,7 @@ async fn several_windows_and_the_tightest_one_is_reported() {
 #[tokio::test(start_paused = true)]
 async fn header_styles_shadow_cost_and_count_rejected() {
     // No headers at all.
-    let layer = RateLimitLayer::builder()
+    let layer = paused()
         .default_policy(Limit::per_minute(1))
         .headers(HeaderStyle::None)
         .build()
@@ -336,7 +373,7 @@ async fn header_styles_shadow_cost_and_count_rejected() {
     assert!(!res.headers().contains_key("ratelimit"));
 
     // Shadow: refused requests pass, marked.
-    let layer = RateLimitLayer::builder()
+    let layer = paused()
         .default_policy(Limit::per_minute(1))
         .shadow(true)
         .build()
@@ -349,7 +386,7 @@ async fn header_styles_shadow_cost_and_count_rejected() {
     assert!(d.shadowed && !d.allowed);
 
     // Cost from the request.
-    let layer = RateLimitLayer::builder()
+    let layer = paused()
         .default_policy(Limit::per_minute(10))
         .cost(|req| {
             req.headers
@@ -373,7 +410,7 @@ async fn header_styles_shadow_cost_and_count_rejected() {
 
     // Counting refused requests keeps a hammering client out longer.
     for count in [false, true] {
-        let layer = RateLimitLayer::builder()
+        let layer = paused()
             .default_policy(Limit::per_second(1))
             .count_rejected(count)
             .build()
@@ -395,7 +432,7 @@ async fn header_styles_shadow_cost_and_count_rejected() {
 
 #[tokio::test(start_paused = true)]
 async fn jitter_missing_key_and_custom_response() {
-    let layer = RateLimitLayer::builder()
+    let layer = paused()
         .default_policy(Limit::per_second(1))
         .retry_after_jitter(Duration::from_secs(5))
         .build()
@@ -412,7 +449,7 @@ async fn jitter_missing_key_and_custom_response() {
         assert!((1..=6).contains(&secs), "{secs}");
     }
 
-    let layer = RateLimitLayer::builder()
+    let layer = paused()
         .key(KeyPolicy::new(HeaderKey::new("x-api-key").unwrap()))
         .default_policy(Limit::per_second(1))
         .build()
@@ -442,7 +479,7 @@ async fn jitter_missing_key_and_custom_response() {
 #[tokio::test(start_paused = true)]
 async fn distinct_keys_are_evicted_once_idle() {
     // See store.rs for the larger count; this is the same through the layer.
-    let layer = RateLimitLayer::builder()
+    let layer = paused()
         .default_policy(Limit::per_second(10))
         .build()
         .unwrap();
@@ -464,7 +501,7 @@ async fn distinct_keys_are_evicted_once_idle() {
 
 #[tokio::test(start_paused = true)]
 async fn full_store_refuses_new_keys_with_503_not_a_fresh_bucket() {
-    let layer = RateLimitLayer::builder()
+    let layer = paused()
         .default_policy(Limit::per_minute(1))
         .max_keys(64)
         .build()
@@ -517,7 +554,7 @@ async fn default_client_ip_key_behaves_like_client_ip_key() {
     use gateway_layers_core::ClientIp;
 
     let quiet = |key: Option<KeyPolicy>| {
-        let mut b = RateLimitLayer::builder()
+        let mut b = paused()
             .default_policy(Limit::per_second(1))
             .headers(HeaderStyle::None);
         if let Some(key) = key {
@@ -563,7 +600,7 @@ async fn client_ip_key_is_the_same_whatever_the_extensions() {
     #[derive(Clone)]
     struct Other;
 
-    let layer = RateLimitLayer::builder()
+    let layer = paused()
         .default_policy(Limit::per_minute(1))
         .headers(HeaderStyle::None)
         .build()
