@@ -252,7 +252,7 @@ fn make_streamed() -> Box<Make<Streamed>> {
 
 fn group<B>(c: &mut Criterion, name: &str, make: &Make<B>, tower_call: fn(&mut Peer, Request<B>))
 where
-    B: Body<Data = Bytes> + 'static,
+    B: Body<Data = Bytes> + Unpin + 'static,
     B::Error: Into<gateway_layers_core::BoxError>,
 {
     let mut group = c.benchmark_group(format!("retry/success_{name}"));
@@ -290,7 +290,7 @@ fn bench(c: &mut Criterion) {
 /// best of 150 rounds each, printed as ratios.
 fn ratios<B>(name: &str, make: &Make<B>, tower_call: fn(&mut Peer, Request<B>))
 where
-    B: Body<Data = Bytes> + 'static,
+    B: Body<Data = Bytes> + Unpin + 'static,
     B::Error: Into<gateway_layers_core::BoxError>,
 {
     const N: usize = 2_000;
@@ -324,7 +324,7 @@ criterion_group!(benches, bench);
 /// variant, then exit.
 fn single<B>(variant: &str, make: &Make<B>, tower_call: fn(&mut Peer, Request<B>), n: u64)
 where
-    B: Body<Data = Bytes> + 'static,
+    B: Body<Data = Bytes> + Unpin + 'static,
     B::Error: Into<gateway_layers_core::BoxError>,
 {
     let (mut baseline, mut o, mut t) = (Upstream, ours(), peer());

@@ -8,6 +8,12 @@
 //! the kept chunks are dropped, the rest streams through without buffering, and the
 //! request can no longer be retried.
 //!
+//! Most request bodies that can be retried are small and arrive with their headers:
+//! [`ReplayBody::new`] reads the first frame if it is ready at once, and a body that
+//! has then ended (`Full`, or hyper's body with a `Content-Length` that has all
+//! arrived) is kept as that one [`Bytes`] handle: each attempt gets a clone of it, with
+//! no shared state, lock or allocation.
+//!
 //! Each replay reports the original body's size hint, so an exact length stays an
 //! exact length (`Content-Length`) and an unknown length stays unknown (chunked
 //! framing). A superseded attempt's body (one a retry replaced) fails if polled again,
@@ -49,6 +55,13 @@ pin_project! {
         Empty,
         // Not replayable (larger than the cap by its size hint): streamed as is.
         Passthrough { #[pin] body: B },
+        // The whole body, read at once in one data frame: yielded as is, then the end.
+        // `hint` is the client body's size hint, reported until the chunk is yielded.
+        Whole { chunk: Option<Bytes>, hint: SizeHint },
+        // Not replayable: a first chunk already over the cap, then the rest streamed.
+        Prefixed { first: Option<Bytes>, #[pin] body: B },
+        // The client's body failed on its first read: that error, then the end.
+        Failed { error: Option<BoxError> },
         // Streamed and copied, replayable while under the cap.
         Replay { reader: Reader<B> },
     }
@@ -104,7 +117,7 @@ impl Chunks {
 
 struct Shared<B> {
     /// The client's body, until it ends.
-    source: Option<Pin<Box<B>>>,
+    source: Option<B>,
     chunks: Chunks,
     buffered: usize,
     cap: usize,
@@ -120,8 +133,10 @@ impl<B> fmt::Debug for ReplayBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match &self.kind {
             Kind::Empty => "empty",
-            Kind::Passthrough { .. } => "passthrough",
+            Kind::Passthrough { .. } | Kind::Prefixed { .. } => "passthrough",
+            Kind::Whole { .. } => "whole",
             Kind::Replay { .. } => "replay",
+            Kind::Failed { .. } => "failed",
         };
         f.debug_struct("ReplayBody")
             .field("kind", &kind)
@@ -138,32 +153,82 @@ fn lock<B>(shared: &Mutex<Shared<B>>) -> MutexGuard<'_, Shared<B>> {
 
 impl<B> ReplayBody<B>
 where
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
 {
     /// Wraps the client's body, keeping up to `cap` bytes for replay.
     ///
     /// An empty body needs no copy; a body whose size hint already exceeds `cap` is
-    /// streamed through and cannot be replayed.
+    /// streamed through and cannot be replayed. Otherwise the body's first frame is
+    /// read now if it is ready (polled once with a no-op waker: a body that is not
+    /// ready is polled again by the attempt, with its task's waker). A body that has
+    /// then ended is kept as that one chunk; any other is streamed and kept as it
+    /// goes.
+    ///
+    /// Reading the first frame early means that a client that sent
+    /// `Expect: 100-continue` is told to go on when this layer wraps its body, before
+    /// the upstream has answered; Envoy and nginx, by default, answer
+    /// `100 Continue` themselves too.
     #[inline]
-    pub fn new(body: B, cap: usize) -> Self {
+    pub fn new(mut body: B, cap: usize) -> Self {
         if body.is_end_stream() {
             return Self { kind: Kind::Empty };
         }
         let hint = body.size_hint();
-        let kind = if hint.lower() > cap as u64 {
-            Kind::Passthrough { body }
-        } else {
-            Kind::Replay {
+        if hint.lower() > cap as u64 {
+            return Self::passthrough(body);
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let first = match Pin::new(&mut body).poll_frame(&mut cx) {
+            Poll::Pending => None,
+            Poll::Ready(None) => return Self { kind: Kind::Empty },
+            Poll::Ready(Some(Err(error))) => {
+                return Self {
+                    kind: Kind::Failed {
+                        error: Some(error.into()),
+                    },
+                };
+            }
+            Poll::Ready(Some(Ok(frame))) => Some(frame),
+        };
+        let (mut chunks, mut trailers) = (Chunks::default(), None);
+        match first.map(Frame::into_data) {
+            None => {}
+            Some(Ok(data)) if data.len() > cap => {
+                return Self {
+                    kind: Kind::Prefixed {
+                        first: Some(data),
+                        body,
+                    },
+                };
+            }
+            Some(Ok(data)) => {
+                if body.is_end_stream() {
+                    return Self {
+                        kind: Kind::Whole {
+                            chunk: Some(data),
+                            hint,
+                        },
+                    };
+                }
+                chunks.push(data);
+            }
+            // Trailers first (no data): kept, then the rest as usual.
+            Some(Err(frame)) => trailers = frame.into_trailers().ok().map(Box::new),
+        }
+        let shared = Shared {
+            source: Some(body),
+            buffered: chunks.first.as_ref().map_or(0, Bytes::len),
+            chunks,
+            cap,
+            overflowed: false,
+            trailers,
+            generation: 0,
+        };
+        Self {
+            kind: Kind::Replay {
                 reader: Reader {
-                    shared: Arc::new(Mutex::new(Shared {
-                        source: Some(Box::pin(body)),
-                        chunks: Chunks::default(),
-                        buffered: 0,
-                        cap,
-                        overflowed: false,
-                        trailers: None,
-                        generation: 0,
-                    })),
+                    shared: Arc::new(Mutex::new(shared)),
                     generation: 0,
                     next: 0,
                     yielded: 0,
@@ -171,9 +236,8 @@ where
                     done: false,
                     hint,
                 },
-            }
-        };
-        Self { kind }
+            },
+        }
     }
 }
 
@@ -188,8 +252,8 @@ impl<B> ReplayBody<B> {
     /// Whether [`replay`](Self::replay) can produce an identical body now.
     pub fn is_replayable(&self) -> bool {
         match &self.kind {
-            Kind::Empty => true,
-            Kind::Passthrough { .. } => false,
+            Kind::Empty | Kind::Whole { .. } => true,
+            Kind::Passthrough { .. } | Kind::Prefixed { .. } | Kind::Failed { .. } => false,
             Kind::Replay { reader } => !lock(&reader.shared).overflowed,
         }
     }
@@ -199,7 +263,8 @@ impl<B> ReplayBody<B> {
     pub fn replay(&self) -> Option<Self> {
         match &self.kind {
             Kind::Empty => Some(Self { kind: Kind::Empty }),
-            Kind::Passthrough { .. } => None,
+            Kind::Whole { chunk, hint } => Some(Self::whole(chunk, *hint)),
+            Kind::Passthrough { .. } | Kind::Prefixed { .. } | Kind::Failed { .. } => None,
             Kind::Replay { reader } => {
                 let mut shared = lock(&reader.shared);
                 if shared.overflowed {
@@ -230,7 +295,8 @@ impl<B> ReplayBody<B> {
     pub(crate) fn handle(&self) -> Option<Self> {
         match &self.kind {
             Kind::Empty => Some(Self { kind: Kind::Empty }),
-            Kind::Passthrough { .. } => None,
+            Kind::Whole { chunk, hint } => Some(Self::whole(chunk, *hint)),
+            Kind::Passthrough { .. } | Kind::Prefixed { .. } | Kind::Failed { .. } => None,
             Kind::Replay { reader } => Some(Self {
                 kind: Kind::Replay {
                     reader: Reader {
@@ -245,6 +311,20 @@ impl<B> ReplayBody<B> {
                     },
                 },
             }),
+        }
+    }
+}
+
+impl<B> ReplayBody<B> {
+    /// Another body of the whole chunk a [`Kind::Whole`] body holds (even once that
+    /// one has yielded it: a handle's chunk is never taken).
+    #[inline]
+    fn whole(chunk: &Option<Bytes>, hint: SizeHint) -> Self {
+        Self {
+            kind: Kind::Whole {
+                chunk: chunk.clone(),
+                hint,
+            },
         }
     }
 }
@@ -267,7 +347,7 @@ fn finish<B>(
 
 impl<B> Reader<B>
 where
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
@@ -294,7 +374,7 @@ where
             // The client's body ended: trailers, then the end.
             return Poll::Ready(finish(&mut self.trailers_sent, &mut self.done, &shared));
         };
-        match source.as_mut().poll_frame(cx) {
+        match Pin::new(source).poll_frame(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
                 shared.source = None;
@@ -374,7 +454,7 @@ where
 
 impl<B> Body for ReplayBody<B>
 where
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
     type Data = Bytes;
@@ -393,6 +473,12 @@ where
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             },
+            KindProj::Whole { chunk, .. } => Poll::Ready(chunk.take().map(|c| Ok(Frame::data(c)))),
+            KindProj::Prefixed { first, body } => match first.take() {
+                Some(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
+                None => body.poll_frame(cx).map_err(Into::into),
+            },
+            KindProj::Failed { error } => Poll::Ready(error.take().map(Err)),
             KindProj::Replay { reader } => reader.poll_frame(cx),
         }
     }
@@ -402,6 +488,9 @@ where
         match &self.kind {
             Kind::Empty => true,
             Kind::Passthrough { body } => body.is_end_stream(),
+            Kind::Whole { chunk, .. } => chunk.is_none(),
+            Kind::Prefixed { first, body } => first.is_none() && body.is_end_stream(),
+            Kind::Failed { error } => error.is_none(),
             Kind::Replay { reader } => reader.is_end_stream(),
         }
     }
@@ -411,6 +500,21 @@ where
         match &self.kind {
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Passthrough { body } => body.size_hint(),
+            Kind::Whole { chunk, hint } => match chunk {
+                Some(_) => *hint,
+                None => SizeHint::with_exact(0),
+            },
+            Kind::Prefixed { first, body } => {
+                let len = first.as_ref().map_or(0, |f| f.len() as u64);
+                let inner = body.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(inner.lower().saturating_add(len));
+                if let Some(upper) = inner.upper() {
+                    hint.set_upper(upper.saturating_add(len));
+                }
+                hint
+            }
+            Kind::Failed { .. } => SizeHint::default(),
             Kind::Replay { reader } => reader.size_hint(),
         }
     }
@@ -461,6 +565,8 @@ mod tests {
     #[tokio::test]
     async fn full_body_replays_identically() {
         let body = ReplayBody::new(Full::new(Bytes::from_static(b"hello world")), 64);
+        // Whole in memory: kept as its one chunk, no shared state.
+        assert!(format!("{body:?}").contains("whole"));
         assert_eq!(body.size_hint().exact(), Some(11));
         let template = body.handle().unwrap();
         let first = body.collect().await.unwrap().to_bytes();
@@ -628,5 +734,146 @@ mod tests {
         let third = frames(template.replay().unwrap()).await;
         assert_eq!(third.0, ["ab", "cd"]);
         assert_eq!(third.1.unwrap()["x-checksum"], "abc");
+    }
+
+    /// One chunk, then the end, saying so (like `Full`); the length known or not.
+    struct OneChunk {
+        chunk: Option<Bytes>,
+        exact: bool,
+    }
+
+    impl Body for OneChunk {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.chunk.take().map(|c| Ok(Frame::data(c))))
+        }
+        fn is_end_stream(&self) -> bool {
+            self.chunk.is_none()
+        }
+        fn size_hint(&self) -> SizeHint {
+            match (&self.chunk, self.exact) {
+                (Some(c), true) => SizeHint::with_exact(c.len() as u64),
+                (None, true) => SizeHint::with_exact(0),
+                _ => SizeHint::new(),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_whole_body_of_unknown_length_stays_unknown() {
+        let body = ReplayBody::new(
+            OneChunk {
+                chunk: Some(Bytes::from_static(b"chunked")),
+                exact: false,
+            },
+            64,
+        );
+        assert!(format!("{body:?}").contains("whole"));
+        let template = body.handle().unwrap();
+        assert_eq!(body.size_hint().exact(), None);
+        assert_eq!(frames(body).await.0, ["chunked"]);
+        for _ in 0..2 {
+            let replay = template.replay().unwrap();
+            assert_eq!(replay.size_hint().exact(), None);
+            assert!(!replay.is_end_stream());
+            assert_eq!(frames(replay).await.0, ["chunked"]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_first_chunk_over_the_cap_streams_intact_and_is_not_replayable() {
+        // Unknown length, so the cap can only be checked on the chunk itself.
+        let body = ReplayBody::new(chunked(&["0123456789", "ab"], true), 8);
+        assert!(format!("{body:?}").contains("passthrough"));
+        assert!(body.handle().is_none());
+        assert!(!body.is_replayable());
+        assert_eq!(body.size_hint().lower(), 10);
+        // (`frames` would check `is_end_stream`, which this test body never says.)
+        let collected = body.collect().await.unwrap();
+        assert_eq!(collected.trailers().unwrap()["x-checksum"], "abc");
+        assert_eq!(collected.to_bytes(), "0123456789ab");
+    }
+
+    /// A client body whose first read fails.
+    struct Broken;
+
+    impl Body for Broken {
+        type Data = Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            Poll::Ready(Some(Err(std::io::Error::other("client went away"))))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_failing_on_its_first_read_passes_the_error_on() {
+        let mut body = ReplayBody::new(Broken, 64);
+        assert!(body.handle().is_none());
+        assert!(!body.is_end_stream());
+        let error = body.frame().await.unwrap().unwrap_err();
+        assert_eq!(error.to_string(), "client went away");
+        assert!(body.is_end_stream());
+        assert!(body.frame().await.is_none());
+    }
+
+    /// Not ready at first (the client has not sent it yet), then one chunk.
+    struct Late {
+        polls: u32,
+        chunk: Option<Bytes>,
+    }
+
+    impl Body for Late {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            self.polls += 1;
+            if self.polls == 1 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Poll::Ready(self.chunk.take().map(|c| Ok(Frame::data(c))))
+        }
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::with_exact(4)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_not_ready_at_once_is_streamed_and_kept() {
+        let body = ReplayBody::new(
+            Late {
+                polls: 0,
+                chunk: Some(Bytes::from_static(b"late")),
+            },
+            64,
+        );
+        assert!(format!("{body:?}").contains("replay"));
+        let template = body.handle().unwrap();
+        assert_eq!(frames(body).await.0, ["late"]);
+        let replay = template.replay().unwrap();
+        assert_eq!(replay.size_hint().exact(), Some(4));
+        assert_eq!(frames(replay).await.0, ["late"]);
+    }
+
+    #[tokio::test]
+    async fn trailers_only_are_kept_and_replayed() {
+        let body = ReplayBody::new(chunked(&[], true), 64);
+        let template = body.handle().unwrap();
+        let (chunks, trailers) = frames(body).await;
+        assert!(chunks.is_empty());
+        assert_eq!(trailers.unwrap()["x-checksum"], "abc");
+        let (chunks, trailers) = frames(template.replay().unwrap()).await;
+        assert!(chunks.is_empty());
+        assert_eq!(trailers.unwrap()["x-checksum"], "abc");
     }
 }

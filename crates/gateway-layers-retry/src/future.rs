@@ -197,7 +197,7 @@ where
     S: Service<Request<ReplayBody<ReqBody>>, Response = Response<ResBody>>,
     S::Error: AsDynError,
     C: Classify,
-    ReqBody: Body<Data = Bytes>,
+    ReqBody: Body<Data = Bytes> + Unpin,
     ReqBody::Error: Into<BoxError>,
 {
     type Output = Result<Response<GatewayBody<ResBody>>, S::Error>;

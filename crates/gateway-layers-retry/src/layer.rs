@@ -191,7 +191,9 @@ impl<S, C: Clone> Layer<S> for RetryLayer<C> {
 /// The retry service built by [`RetryLayer`].
 ///
 /// The inner service receives `Request<ReplayBody<ReqBody>>` and must be `Clone`; its
-/// error type must implement [`AsDynError`] so errors can be classified.
+/// error type must implement [`AsDynError`] so errors can be classified. The request
+/// body must be `Unpin`, as hyper's, axum's and `http-body-util`'s bodies are; wrap
+/// another one in `Box::pin` (a pinned box is an `Unpin` body).
 pub struct Retry<S, C = RetryClassifier> {
     inner: S,
     shared: Arc<Shared<C>>,
@@ -242,7 +244,7 @@ where
     S: Service<Request<ReplayBody<ReqBody>>, Response = Response<ResBody>> + Clone,
     S::Error: AsDynError,
     C: Classify,
-    ReqBody: Body<Data = Bytes>,
+    ReqBody: Body<Data = Bytes> + Unpin,
     ReqBody::Error: Into<BoxError>,
 {
     type Response = Response<GatewayBody<ResBody>>;
@@ -254,6 +256,7 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline]
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let shared = &self.shared;
         let settings = &shared.settings;
