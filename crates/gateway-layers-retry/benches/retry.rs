@@ -8,8 +8,9 @@
 //!
 //! - `baseline`: the upstream alone; it reads the request body to the end and answers 200.
 //! - `gateway_layers_retry`: `RetryLayer::new()` (default config: budget on, 64 KiB
-//!   replay cap) in front of the same upstream; the body is wrapped in a `ReplayBody`
-//!   that keeps the chunks while the upstream reads them.
+//!   replay cap) in front of the same upstream; the body is wrapped in a `ReplayBody`,
+//!   which keeps a body that is whole at once (both PUT cases here) as its one chunk,
+//!   and otherwise keeps the chunks while the upstream reads them.
 //! - `tower_retry`: `tower::retry::Retry` with a `TpsBudget` policy whose
 //!   `clone_request` clones the whole `Request` before the attempt.
 //!

@@ -60,6 +60,8 @@ pub(crate) struct Window {
     current: usize,
     /// Start of the current slot.
     slot_start: Instant,
+    /// End of the current slot, once known: before it, `advance` is one comparison.
+    slot_end: Option<Instant>,
 }
 
 impl Window {
@@ -71,16 +73,25 @@ impl Window {
             total_withdrawals: 0,
             current: 0,
             slot_start: now,
+            slot_end: None,
         }
     }
 
     /// Moves the window to `now`, forgetting slots older than the TTL.
     #[inline]
     pub(crate) fn advance(&mut self, now: Instant, slot_len: Duration) {
-        let elapsed = now.saturating_duration_since(self.slot_start);
-        if elapsed < slot_len {
+        if self.slot_end.is_some_and(|end| now < end) {
             return;
         }
+        let elapsed = now.saturating_duration_since(self.slot_start);
+        if elapsed >= slot_len {
+            self.step(now, elapsed, slot_len);
+        }
+        self.slot_end = self.slot_start.checked_add(slot_len);
+    }
+
+    /// [`advance`](Self::advance) past at least one slot boundary.
+    fn step(&mut self, now: Instant, elapsed: Duration, slot_len: Duration) {
         let steps = (elapsed.as_nanos() / slot_len.as_nanos().max(1)) as u64;
         let clear = steps.min(SLOTS as u64) as usize;
         for _ in 0..clear {
