@@ -526,10 +526,15 @@ mod tests {
     use http_body_util::{BodyExt, Full};
     use std::{collections::VecDeque, convert::Infallible};
 
-    /// A body yielding scripted frames, with an optional unknown length.
+    /// A body yielding scripted frames, with an optional unknown length; `says_end`:
+    /// `is_end_stream` once they are all yielded (else never, like a plain stream);
+    /// `late`: not ready at the first poll (the client has not sent it yet).
+    #[derive(Default)]
     struct Frames {
         frames: VecDeque<Frame<Bytes>>,
         exact: Option<u64>,
+        says_end: bool,
+        late: bool,
     }
 
     impl Body for Frames {
@@ -537,9 +542,16 @@ mod tests {
         type Error = Infallible;
         fn poll_frame(
             mut self: Pin<&mut Self>,
-            _cx: &mut Context<'_>,
+            cx: &mut Context<'_>,
         ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            if std::mem::take(&mut self.late) {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             Poll::Ready(self.frames.pop_front().map(Ok))
+        }
+        fn is_end_stream(&self) -> bool {
+            self.says_end && self.frames.is_empty()
         }
         fn size_hint(&self) -> SizeHint {
             self.exact.map_or_else(SizeHint::new, SizeHint::with_exact)
@@ -558,7 +570,7 @@ mod tests {
         }
         Frames {
             frames,
-            exact: None,
+            ..Frames::default()
         }
     }
 
@@ -736,39 +748,12 @@ mod tests {
         assert_eq!(third.1.unwrap()["x-checksum"], "abc");
     }
 
-    /// One chunk, then the end, saying so (like `Full`); the length known or not.
-    struct OneChunk {
-        chunk: Option<Bytes>,
-        exact: bool,
-    }
-
-    impl Body for OneChunk {
-        type Data = Bytes;
-        type Error = Infallible;
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _cx: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-            Poll::Ready(self.chunk.take().map(|c| Ok(Frame::data(c))))
-        }
-        fn is_end_stream(&self) -> bool {
-            self.chunk.is_none()
-        }
-        fn size_hint(&self) -> SizeHint {
-            match (&self.chunk, self.exact) {
-                (Some(c), true) => SizeHint::with_exact(c.len() as u64),
-                (None, true) => SizeHint::with_exact(0),
-                _ => SizeHint::new(),
-            }
-        }
-    }
-
     #[tokio::test]
     async fn a_whole_body_of_unknown_length_stays_unknown() {
         let body = ReplayBody::new(
-            OneChunk {
-                chunk: Some(Bytes::from_static(b"chunked")),
-                exact: false,
+            Frames {
+                says_end: true,
+                ..chunked(&["chunked"], false)
             },
             64,
         );
@@ -823,37 +808,13 @@ mod tests {
         assert!(body.frame().await.is_none());
     }
 
-    /// Not ready at first (the client has not sent it yet), then one chunk.
-    struct Late {
-        polls: u32,
-        chunk: Option<Bytes>,
-    }
-
-    impl Body for Late {
-        type Data = Bytes;
-        type Error = Infallible;
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-            self.polls += 1;
-            if self.polls == 1 {
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            Poll::Ready(self.chunk.take().map(|c| Ok(Frame::data(c))))
-        }
-        fn size_hint(&self) -> SizeHint {
-            SizeHint::with_exact(4)
-        }
-    }
-
     #[tokio::test]
     async fn a_body_not_ready_at_once_is_streamed_and_kept() {
         let body = ReplayBody::new(
-            Late {
-                polls: 0,
-                chunk: Some(Bytes::from_static(b"late")),
+            Frames {
+                late: true,
+                says_end: true,
+                ..with_length(&["late"])
             },
             64,
         );
