@@ -32,8 +32,8 @@ pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
 
 /// The size of one general local store entry: the key, the policy number and up to
 /// three windows' state inline (more windows add a heap slice of 8 bytes per window).
-/// IPv4 keys under policies of one to three windows use compact entries instead:
-/// 8 bytes plus 8 per window (16, 24 or 32 bytes).
+/// IPv4 keys under policies of one to four windows use compact entries instead:
+/// 8 bytes plus 8 per window (16, 24, 32 or 40 bytes).
 pub const LOCAL_ENTRY_BYTES: usize = crate::store::ENTRY_BYTES;
 
 /// Where the local backend reads the time ([`RateLimitBuilder::clock`]).

@@ -3,7 +3,7 @@
 //! - **Sharded.** Keys are spread over [`SHARDS`] independently locked shards chosen by
 //!   a hash seeded at random per store (foldhash, hashbrown's default) computed once
 //!   per decision; the lock is held for one table probe and a few integer operations.
-//!   There is no global lock. IPv4 keys under policies of one to three windows live
+//!   There is no global lock. IPv4 keys under policies of one to four windows live
 //!   in compact tables (8 bytes + 8 per window) so that many keys stay in cache; other
 //!   keys use 64-byte entries.
 //! - **Atomic across windows.** All windows of a key live in one entry and are
@@ -156,7 +156,7 @@ impl<const N: usize> Stored for V4Entry<N> {
     }
 }
 
-/// One shard: compact tables for IPv4 keys under policies of 1, 2 or 3 windows, and
+/// One shard: compact tables for IPv4 keys under policies of 1 to 4 windows, and
 /// a general table for every other key. A key lives in exactly one of them (chosen
 /// by its kind and its policy's window count), all under the shard's one lock.
 #[derive(Debug, Default)]
@@ -164,6 +164,7 @@ struct Shard {
     v4_1: HashTable<V4Entry<1>>,
     v4_2: HashTable<V4Entry<2>>,
     v4_3: HashTable<V4Entry<3>>,
+    v4_4: HashTable<V4Entry<4>>,
     table: HashTable<Entry>,
     /// While `now` is before this, the (full) shard has nothing to evict.
     full_until: u64,
@@ -171,14 +172,18 @@ struct Shard {
 
 impl Shard {
     fn len(&self) -> usize {
-        self.v4_1.len() + self.v4_2.len() + self.v4_3.len() + self.table.len()
+        self.v4_1.len() + self.v4_2.len() + self.v4_3.len() + self.v4_4.len() + self.table.len()
     }
 
     fn bytes(&self) -> usize {
         fn bytes<E>(table: &HashTable<E>) -> usize {
             table.capacity() * (std::mem::size_of::<E>() + 1)
         }
-        bytes(&self.v4_1) + bytes(&self.v4_2) + bytes(&self.v4_3) + bytes(&self.table)
+        bytes(&self.v4_1)
+            + bytes(&self.v4_2)
+            + bytes(&self.v4_3)
+            + bytes(&self.v4_4)
+            + bytes(&self.table)
     }
 }
 
@@ -360,6 +365,7 @@ impl LocalStore {
                 1 => return self.decide_v4(shard, |s| &mut s.v4_1, args),
                 2 => return self.decide_v4(shard, |s| &mut s.v4_2, args),
                 3 => return self.decide_v4(shard, |s| &mut s.v4_3, args),
+                4 => return self.decide_v4(shard, |s| &mut s.v4_4, args),
                 _ => {}
             }
         }
@@ -492,6 +498,7 @@ impl LocalStore {
         sweep_table(&mut shard.v4_1, now, &mut earliest, hasher);
         sweep_table(&mut shard.v4_2, now, &mut earliest, hasher);
         sweep_table(&mut shard.v4_3, now, &mut earliest, hasher);
+        sweep_table(&mut shard.v4_4, now, &mut earliest, hasher);
         sweep_table(&mut shard.table, now, &mut earliest, hasher);
         shard.full_until = if shard.len() >= self.per_shard {
             earliest
@@ -763,9 +770,10 @@ mod tests {
         const { assert!(std::mem::size_of::<V4Entry<1>>() == 16) };
         const { assert!(std::mem::size_of::<V4Entry<2>>() == 24) };
         const { assert!(std::mem::size_of::<V4Entry<3>>() == 32) };
+        const { assert!(std::mem::size_of::<V4Entry<4>>() == 40) };
     }
 
-    /// IPv4 keys under 1–3 windows use the compact tables, everything else the
+    /// IPv4 keys under 1–4 windows use the compact tables, everything else the
     /// general one; the same key under policies of different sizes stays separate,
     /// and every table is bounded, swept and charged the same way.
     #[tokio::test(start_paused = true)]
