@@ -370,8 +370,9 @@ where
                 && shared.trailers.is_none();
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
-        let Some(source) = shared.source.as_mut() else {
+        let Some(source) = shared.source.as_mut().filter(|s| !s.is_end_stream()) else {
             // The client's body ended: trailers, then the end.
+            shared.source = None;
             return Poll::Ready(finish(&mut self.trailers_sent, &mut self.done, &shared));
         };
         match Pin::new(source).poll_frame(cx) {
@@ -436,9 +437,12 @@ where
         if !shared.overflowed && self.next < shared.chunks.len() {
             return false;
         }
+        // Kept trailers not yet sent by this reader come before the end, even when
+        // the client's body already says it ended (an earlier attempt read them).
+        let trailers_done = self.trailers_sent || shared.trailers.is_none();
         match &shared.source {
-            Some(source) => source.is_end_stream(),
-            None => self.trailers_sent || shared.trailers.is_none(),
+            Some(source) => source.is_end_stream() && trailers_done,
+            None => trailers_done,
         }
     }
 
@@ -836,5 +840,40 @@ mod tests {
         let (chunks, trailers) = frames(template.replay().unwrap()).await;
         assert!(chunks.is_empty());
         assert_eq!(trailers.unwrap()["x-checksum"], "abc");
+    }
+
+    /// A first attempt that stops reading once the client's body says it ended (as
+    /// hyper does) leaves the trailers with the copy: a replay must still send them
+    /// before it says it ended.
+    #[tokio::test]
+    async fn a_replay_sends_the_trailers_before_it_says_it_ended() {
+        let mut body = ReplayBody::new(
+            Frames {
+                says_end: true,
+                ..chunked(&["ab", "cd"], true)
+            },
+            64,
+        );
+        let template = body.handle().unwrap();
+        for _ in 0..3 {
+            body.frame().await.unwrap().unwrap();
+        }
+        assert!(body.is_end_stream());
+        let mut replay = template.replay().unwrap();
+        for expected in ["ab", "cd"] {
+            let frame = replay.frame().await.unwrap().unwrap();
+            assert_eq!(frame.into_data().unwrap(), expected);
+        }
+        assert!(!replay.is_end_stream(), "the trailers are still to come");
+        let trailers = replay
+            .frame()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_trailers()
+            .unwrap();
+        assert_eq!(trailers["x-checksum"], "abc");
+        assert!(replay.is_end_stream());
+        assert!(replay.frame().await.is_none());
     }
 }
