@@ -54,3 +54,67 @@ async fn retries_inside_axum_router() {
         assert_eq!(body, "same body each time");
     }
 }
+
+/// Served by hyper on loopback, so the layer gets hyper's own request body: one that
+/// arrived with its headers (kept whole at once) and one whose bytes come 50 ms after
+/// them (streamed and kept as it goes). Both reach the handler identically three times.
+#[tokio::test]
+async fn retries_hyper_request_bodies_read_at_once_or_later() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let handler = {
+        let (calls, seen) = (calls.clone(), seen.clone());
+        move |body: String| {
+            let (calls, seen) = (calls.clone(), seen.clone());
+            async move {
+                seen.lock().unwrap().push(body.clone());
+                if calls.fetch_add(1, Ordering::SeqCst) % 3 < 2 {
+                    (StatusCode::SERVICE_UNAVAILABLE, String::new())
+                } else {
+                    (StatusCode::OK, body)
+                }
+            }
+        }
+    };
+    let retry = RetryLayer::builder()
+        .backoff(Duration::from_millis(1), Duration::from_millis(2))
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/items/{id}", put(handler))
+        .layer(retry);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let body = "x".repeat(3000);
+    for late in [false, true] {
+        seen.lock().unwrap().clear();
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "PUT /items/7 HTTP/1.1\r\nhost: a\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        if late {
+            stream.write_all(head.as_bytes()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            stream.write_all(body.as_bytes()).await.unwrap();
+        } else {
+            stream
+                .write_all(format!("{head}{body}").as_bytes())
+                .await
+                .unwrap();
+        }
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "late {late}: {answer}");
+        assert!(answer.ends_with(&body), "late {late}");
+        assert_eq!(*seen.lock().unwrap(), vec![body.clone(); 3], "late {late}");
+    }
+    server.abort();
+}
