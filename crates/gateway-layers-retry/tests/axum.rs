@@ -1,4 +1,5 @@
-//! The layer under axum 0.8 `Router::layer` and `route_layer` bounds.
+//! The layer under axum 0.8 `Router::layer` and `route_layer` bounds, and served by
+//! hyper on loopback.
 
 use std::sync::{
     Arc,
