@@ -33,6 +33,8 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use crate::policy::Stop;
+
 /// The error an attempt's body returns if polled after a retry replaced it.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("request body superseded by a retry")]
@@ -121,8 +123,11 @@ struct Shared<B> {
     chunks: Chunks,
     buffered: usize,
     cap: usize,
-    /// More than `cap` bytes were read: the copy was dropped.
+    /// More than `cap` bytes were read, or the client's body failed: the copy was
+    /// dropped.
     overflowed: bool,
+    /// The client's body failed (the reason `overflowed` is set).
+    failed: bool,
     /// Boxed: rare, and a `HeaderMap` inline would make every request's state larger.
     trailers: Option<Box<HeaderMap>>,
     /// The newest reader's generation.
@@ -222,6 +227,7 @@ where
             chunks,
             cap,
             overflowed: false,
+            failed: false,
             trailers,
             generation: 0,
         };
@@ -316,6 +322,16 @@ impl<B> ReplayBody<B> {
 }
 
 impl<B> ReplayBody<B> {
+    /// Why this body cannot be replayed (when [`is_replayable`](Self::is_replayable)
+    /// says so): a failed client body, or one over the cap.
+    pub(crate) fn not_replayable(&self) -> Stop {
+        match &self.kind {
+            Kind::Failed { .. } => Stop::BodyFailed,
+            Kind::Replay { reader } if lock(&reader.shared).failed => Stop::BodyFailed,
+            _ => Stop::BodyTooLarge,
+        }
+    }
+
     /// Another body of the whole chunk a [`Kind::Whole`] body holds (even once that
     /// one has yielded it: a handle's chunk is never taken).
     #[inline]
@@ -385,6 +401,7 @@ where
                 // A broken client body cannot be replayed either.
                 shared.source = None;
                 shared.overflowed = true;
+                shared.failed = true;
                 shared.chunks = Chunks::default();
                 Poll::Ready(Some(Err(error.into())))
             }
@@ -787,29 +804,54 @@ mod tests {
         assert_eq!(collected.to_bytes(), "0123456789ab");
     }
 
-    /// A client body whose first read fails.
-    struct Broken;
+    /// A client body that fails, after one good chunk if it has one.
+    struct Broken {
+        good: Option<Bytes>,
+    }
 
     impl Body for Broken {
         type Data = Bytes;
         type Error = std::io::Error;
         fn poll_frame(
-            self: Pin<&mut Self>,
+            mut self: Pin<&mut Self>,
             _cx: &mut Context<'_>,
         ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-            Poll::Ready(Some(Err(std::io::Error::other("client went away"))))
+            Poll::Ready(Some(match self.good.take() {
+                Some(chunk) => Ok(Frame::data(chunk)),
+                None => Err(std::io::Error::other("client went away")),
+            }))
         }
     }
 
     #[tokio::test]
     async fn a_body_failing_on_its_first_read_passes_the_error_on() {
-        let mut body = ReplayBody::new(Broken, 64);
+        let mut body = ReplayBody::new(Broken { good: None }, 64);
         assert!(body.handle().is_none());
+        assert_eq!(body.not_replayable(), Stop::BodyFailed);
         assert!(!body.is_end_stream());
         let error = body.frame().await.unwrap().unwrap_err();
         assert_eq!(error.to_string(), "client went away");
         assert!(body.is_end_stream());
         assert!(body.frame().await.is_none());
+
+        // Failing after a good chunk: streamed, then not replayable for that reason.
+        let mut body = ReplayBody::new(
+            Broken {
+                good: Some(Bytes::from_static(b"ab")),
+            },
+            64,
+        );
+        let template = body.handle().unwrap();
+        assert_eq!(
+            body.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "ab"
+        );
+        assert!(body.frame().await.unwrap().is_err());
+        assert!(!template.is_replayable());
+        assert_eq!(template.not_replayable(), Stop::BodyFailed);
+        // A body over the cap says so instead.
+        let over = ReplayBody::new(chunked(&["0123456789"], false), 4);
+        assert_eq!(over.not_replayable(), Stop::BodyTooLarge);
     }
 
     #[tokio::test]

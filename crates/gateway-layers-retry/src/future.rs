@@ -168,7 +168,7 @@ fn decide<S, B, C, ResBody, E>(
         return Err(Stop::Attempts);
     }
     if !retry.body.is_replayable() {
-        return Err(Stop::BodyTooLarge);
+        return Err(retry.body.not_replayable());
     }
     let server = match outcome {
         Outcome::Response(response) => server_delay(response.headers(), SystemTime::now()),
@@ -299,7 +299,7 @@ where
                     _ => return Err(Stop::NotReady),
                 }
                 let Some(body) = retry.body.replay() else {
-                    return Err(Stop::BodyTooLarge);
+                    return Err(retry.body.not_replayable());
                 };
                 let mut parts = retry.parts.clone();
                 if let Some(name) = &this.shared.settings.attempt_header {

@@ -305,16 +305,10 @@ where
 
         let body = ReplayBody::new(body, settings.max_replay_bytes);
         let Some(template) = body.handle() else {
+            let stop = body.not_replayable();
             let request = Request::from_parts(parts, body);
             let future = self.inner.call(request);
-            return ResponseFuture::new(
-                future,
-                None,
-                Err(Stop::BodyTooLarge),
-                shared.clone(),
-                deadline,
-                timer,
-            );
+            return ResponseFuture::new(future, None, Err(stop), shared.clone(), deadline, timer);
         };
         let retry_parts = parts.clone();
         let future = self.inner.call(Request::from_parts(parts, body));

@@ -167,6 +167,8 @@ pub enum Stop {
     Method,
     /// The request body was larger than the replay buffer.
     BodyTooLarge,
+    /// Reading the client's request body failed (it cannot be sent again).
+    BodyFailed,
     /// `max_attempts` attempts were made.
     Attempts,
     /// The upstream asked to wait longer than `retry_after_cap`.
@@ -185,6 +187,7 @@ impl Stop {
         match self {
             Stop::Method => "method",
             Stop::BodyTooLarge => "body_too_large",
+            Stop::BodyFailed => "body_failed",
             Stop::Attempts => "max_attempts",
             Stop::ServerDelayTooLong => "retry_after_too_long",
             Stop::Deadline => "deadline",
