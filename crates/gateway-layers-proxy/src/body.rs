@@ -11,10 +11,9 @@ use bytes::Bytes;
 use gateway_layers_core::BoxError;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
-use crate::{conn::H1Conn, target::TargetState};
+use crate::{conn::H1Body, target::TargetState};
 
 /// Counts a request as in flight on its target until dropped.
 pub(crate) struct InFlight(pub(crate) Arc<TargetState>);
@@ -38,54 +37,62 @@ impl fmt::Debug for InFlight {
     }
 }
 
-pin_project! {
-    /// The upstream response body, streamed frame by frame (never buffered). `Unpin`.
-    ///
-    /// The request counts as in flight on its target (for least-request balancing)
-    /// until this body ends or is dropped. With a total timeout, a body still
-    /// streaming at the deadline ends with a
-    /// [`TimeoutError`](gateway_layers_core::classify::TimeoutError).
-    pub struct ProxyBody {
-        #[pin]
-        inner: Incoming,
-        deadline: Option<Pin<Box<Sleep>>>,
-        in_flight: Option<InFlight>,
-        // The upstream connection this body is read from (HTTP/1.1 `http://`
-        // targets): driven here, pooled again when the body has been read whole.
-        conn: Option<Box<H1Conn>>,
-    }
+/// Where the response body comes from.
+pub(crate) enum Inner {
+    /// hyper-util's client (HTTP/2, TLS, upgrades).
+    Hyper(Incoming),
+    /// The in-place HTTP/1.1 client: read off the connection itself.
+    Direct(H1Body),
+}
+
+/// The upstream response body, streamed frame by frame (never buffered). `Unpin`.
+///
+/// The request counts as in flight on its target (for least-request balancing)
+/// until this body ends or is dropped. With a total timeout, a body still
+/// streaming at the deadline ends with a
+/// [`TimeoutError`](gateway_layers_core::classify::TimeoutError).
+pub struct ProxyBody {
+    inner: Inner,
+    deadline: Option<Pin<Box<Sleep>>>,
+    in_flight: Option<InFlight>,
 }
 
 impl ProxyBody {
-    pub(crate) fn new(
-        inner: Incoming,
-        deadline: Option<Sleep>,
-        in_flight: InFlight,
-        conn: Option<Box<H1Conn>>,
-    ) -> Self {
+    pub(crate) fn new(inner: Inner, deadline: Option<Sleep>, in_flight: InFlight) -> Self {
         Self {
             inner,
             deadline: deadline.map(Box::pin),
             in_flight: Some(in_flight),
-            conn,
         }
     }
 
     /// For a body that is already complete (no content): hands the connection back
     /// now, since the server may never poll an empty body.
-    pub(crate) fn release_if_ended(&mut self, cx: &mut Context<'_>) {
-        if self.inner.is_end_stream() {
-            release(&mut self.conn, self.in_flight.take(), cx);
+    pub(crate) fn release_if_ended(&mut self) {
+        if self.is_end_stream() {
+            self.release();
         }
     }
-}
 
-/// Ends the request's in-flight count and pools its connection.
-fn release(conn: &mut Option<Box<H1Conn>>, in_flight: Option<InFlight>, cx: &mut Context<'_>) {
-    if let (Some(conn), Some(in_flight)) = (conn.take(), in_flight.as_ref()) {
-        conn.release(&in_flight.0, cx);
+    /// Ends the request's in-flight count and pools its connection if it can be
+    /// used again.
+    fn release(&mut self) {
+        if let Some(in_flight) = self.in_flight.take()
+            && let Inner::Direct(body) = &mut self.inner
+            && let Some(conn) = body.take_reusable()
+        {
+            conn.release(&in_flight.0);
+        }
     }
-    drop(in_flight);
+
+    /// Ends the in-flight count; the connection (if any) is closed with the body.
+    fn abandon(&mut self) {
+        self.in_flight.take();
+        if let Inner::Direct(body) = &mut self.inner {
+            // Taken out either way: dropping it closes the connection.
+            drop(body.take_reusable());
+        }
+    }
 }
 
 impl fmt::Debug for ProxyBody {
@@ -105,40 +112,36 @@ impl Body for ProxyBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut this = self.project();
-        if let Some(conn) = this.conn.as_mut()
-            && conn.drive(cx)
-        {
-            // Ended: whatever it read is in the body channel already.
-            *this.conn = None;
-        }
-        match this.inner.as_mut().poll_frame(cx) {
+        let this = self.get_mut();
+        let polled = match &mut this.inner {
+            Inner::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Inner::Direct(body) => Pin::new(body).poll_frame(cx),
+        };
+        match polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if this.inner.is_end_stream() {
-                    release(this.conn, this.in_flight.take(), cx);
+                if this.is_end_stream() {
+                    this.release();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
-                this.conn.take();
-                this.in_flight.take();
-                Poll::Ready(Some(Err(e.into())))
+                this.abandon();
+                Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
-                release(this.conn, this.in_flight.take(), cx);
+                this.release();
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                if let Some(deadline) = this.deadline.as_mut() {
-                    let deadline = deadline.as_mut();
-                    if deadline.poll(cx).is_ready() {
-                        this.conn.take();
-                        this.in_flight.take();
-                        tracing::debug!(name: "proxy.body.timeout", "total timeout while streaming the response body");
-                        return Poll::Ready(Some(Err(Box::new(
-                            gateway_layers_core::classify::TimeoutError,
-                        ))));
-                    }
+                if let Some(deadline) = this.deadline.as_mut()
+                    && deadline.as_mut().poll(cx).is_ready()
+                {
+                    this.abandon();
+                    this.deadline = None;
+                    tracing::debug!(name: "proxy.body.timeout", "total timeout while streaming the response body");
+                    return Poll::Ready(Some(Err(Box::new(
+                        gateway_layers_core::classify::TimeoutError,
+                    ))));
                 }
                 Poll::Pending
             }
@@ -147,11 +150,17 @@ impl Body for ProxyBody {
 
     #[inline]
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::Hyper(body) => body.is_end_stream(),
+            Inner::Direct(body) => body.is_end_stream(),
+        }
     }
 
     #[inline]
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::Hyper(body) => body.size_hint(),
+            Inner::Direct(body) => body.size_hint(),
+        }
     }
 }

@@ -1,56 +1,109 @@
-//! The HTTP/1.1 client of plain `http://` targets: hyper's connection API with a
-//! small per-target pool, where each connection is driven by the request that holds
-//! it (its response future, then its response body) instead of a spawned task.
+//! The HTTP/1.1 client of plain `http://` targets: a small codec on `httparse` with a
+//! per-target pool, where each connection is driven by the request that holds it
+//! (its response future, then its response body) instead of a spawned task.
 //!
 //! hyper-util's pooled client runs every connection in a task of its own, so each
 //! exchange hops between the server task and the connection task through channels
-//! (request in, response head out, body frames out), a few task wake-ups per
-//! request. Driving the connection in place removes those hops: about a quarter of
-//! the user-space instructions of a proxied request (benches/proxy/instructions.sh).
+//! (request in, response head out, body frames out). hyper's connection API without
+//! that task still passes the request and each body frame through channels and a
+//! dispatcher. Here the request head is written straight into the connection's
+//! buffer (one `write` for a request without a body), the response head is parsed
+//! from the read buffer with its header values sliced out of it (no copy), and body
+//! bytes are handed out as slices of the same buffer: about 40% of the user-space
+//! instructions of a proxied request (`benches/proxy/instructions.sh`).
 //! HTTP/2, TLS and upgrade requests still go through hyper-util's client.
 //!
-//! A connection goes back to the pool only when its response body has been read to
-//! the end and hyper says it is ready for the next request; a body dropped early,
-//! an error or a timeout closes it. An idle connection is not polled; one the
-//! upstream closed meanwhile is noticed when it is taken again (hyper reads the end
-//! of stream) or by the proxy's reaper task, which also closes expired ones; a request
-//! that could not be written on it is sent on another connection (never one that was
-//! written: that is the retry layer's decision).
+//! Framing follows RFC 9112: a response to `HEAD`, a 1xx, 204 or 304 has no body;
+//! otherwise `Transfer-Encoding` (chunked if it is the last coding, else read to the
+//! end of the connection), then `Content-Length` (all values must agree), else the
+//! body runs to the end of the connection. Interim 1xx responses are skipped. A
+//! response head is at most [`MAX_HEAD`] bytes with at most [`MAX_HEADERS`] fields.
+//! Request bodies are sent with `Content-Length` when the length is known, else
+//! chunked; the request body keeps being written while the response is read (full
+//! duplex), and a response that arrives first is taken as it is.
+//!
+//! A connection goes back to the pool only when the request was written whole, its
+//! response body was read to the end, the response allows keep-alive and nothing
+//! was left over; a body dropped early, an error or a timeout closes it. An idle
+//! connection is not polled; one the upstream closed meanwhile is noticed when it is
+//! taken again or by the proxy's reaper task, which also closes expired ones. A
+//! request without a body whose reused connection turned out closed before any
+//! byte of a response arrived is sent once more on a new connection (the upstream
+//! saw no request it answered); any other failure is the retry layer's decision.
 
 use std::{
     collections::VecDeque,
     fmt,
-    future::{Future, poll_fn},
-    pin::{Pin, pin},
+    future::poll_fn,
+    io,
+    mem::MaybeUninit,
+    pin::Pin,
     sync::{Mutex, PoisonError},
-    task::{Context, Poll},
+    task::{Context, Poll, ready},
     time::Duration,
 };
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use gateway_layers_core::{
     BoxError,
     classify::{ConnectError, TimeoutError},
 };
-use http::{Request, Response};
-use http_body_util::combinators::UnsyncBoxBody;
-use hyper::{
-    body::Incoming,
-    client::conn::http1::{self, Connection, SendRequest},
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version,
+    header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING},
+    request,
 };
-use hyper_util::rt::TokioIo;
-use tokio::{net::TcpStream, time::Instant};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt as _, combinators::UnsyncBoxBody};
+use tokio::{io::AsyncWrite, net::TcpStream, time::Instant};
 
 use crate::target::{TargetInfo, TargetState};
 
 /// The request body type sent to upstreams (the client's body, boxed once).
 pub(crate) type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
 
-type Io = TokioIo<TcpStream>;
+/// The largest response head (status line and fields) read from an upstream.
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
+/// The most header fields in a response head (or trailer section).
+pub(crate) const MAX_HEADERS: usize = 100;
+/// The longest chunk-size line (with extensions) accepted in a chunked body.
+const MAX_CHUNK_LINE: usize = 4096;
+/// Read buffer growth per read.
+const READ_CHUNK: usize = 8 * 1024;
+/// Request body chunks up to this size are copied next to their framing (one write);
+/// larger ones are written from their own buffer.
+const COPY_LIMIT: usize = 8 * 1024;
 
-/// The future of an exchange up to the response head.
-pub(crate) type ExchangeFuture =
-    Pin<Box<dyn Future<Output = Result<(Response<Incoming>, Box<H1Conn>), BoxError>> + Send>>;
+/// A malformed or cut-short exchange with an upstream.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum H1Error {
+    /// The connection ended before a complete response.
+    #[error("upstream closed the connection before the response was complete")]
+    Closed,
+    /// The response head is larger than [`MAX_HEAD`].
+    #[error("upstream response head larger than {MAX_HEAD} bytes")]
+    HeadTooLarge,
+    /// The response could not be parsed.
+    #[error("malformed upstream response: {0}")]
+    Malformed(&'static str),
+    /// Reading or writing failed.
+    #[error("upstream connection failed")]
+    Io(#[source] io::Error),
+    /// The request body failed or did not match its `Content-Length`.
+    #[error("request body: {0}")]
+    RequestBody(#[source] BoxError),
+}
+
+impl From<httparse::Error> for H1Error {
+    fn from(e: httparse::Error) -> Self {
+        Self::Malformed(match e {
+            httparse::Error::TooManyHeaders => "too many header fields",
+            httparse::Error::Status => "invalid status line",
+            httparse::Error::Version => "invalid HTTP version",
+            _ => "invalid header field",
+        })
+    }
+}
 
 /// Pool limits, copied into every connection so it can check itself back in.
 #[derive(Debug, Clone, Copy)]
@@ -60,12 +113,53 @@ pub(crate) struct PoolSettings {
     pub(crate) connect_timeout: Duration,
 }
 
-/// One upstream connection: hyper's sending half and the connection itself.
+/// How a message body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No (more) body.
+    Done,
+    /// This many bytes left.
+    Length(u64),
+    /// Chunked transfer coding, at the given point.
+    Chunked(Chunk),
+    /// Until the upstream closes the connection.
+    Eof,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Before a chunk-size line.
+    Size,
+    /// Inside a chunk with this many bytes left.
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailer fields or the final CRLF.
+    Trailers,
+}
+
+/// A parsed final response head: the response without its body, how the body is
+/// framed, and whether the connection may carry another request.
+type Head = (Response<()>, Framing, bool);
+
+/// The request body still being written.
+struct Sending {
+    body: UpstreamBody,
+    /// `Length` (bytes left) or `Chunked`.
+    framing: Framing,
+    /// A large data chunk being written from its own buffer.
+    data: Option<Bytes>,
+}
+
+/// One upstream connection with its buffers.
 pub(crate) struct H1Conn {
-    tx: SendRequest<UpstreamBody>,
-    conn: Connection<Io, UpstreamBody>,
-    /// The connection future has completed (closed or failed): never poll it again.
-    done: bool,
+    io: TcpStream,
+    read: BytesMut,
+    /// Bytes to write (request head, chunk framing, small body chunks).
+    write: BytesMut,
+    sending: Option<Sending>,
+    /// Writing failed; a response may still be readable.
+    send_error: Option<H1Error>,
     idle_since: Instant,
     settings: PoolSettings,
 }
@@ -73,37 +167,560 @@ pub(crate) struct H1Conn {
 impl fmt::Debug for H1Conn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("H1Conn")
-            .field("done", &self.done)
+            .field("buffered", &self.read.len())
+            .field("sending", &self.sending.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl H1Conn {
-    /// Drives the connection (writes the request, reads the response into its body
-    /// channel). Returns true once it has ended.
-    #[inline]
-    pub(crate) fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        if !self.done && Pin::new(&mut self.conn).poll(cx).is_ready() {
-            self.done = true;
+    /// Reads more into the read buffer; `Ok(0)` at the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, H1Error>> {
+        if self.read.capacity() - self.read.len() < 1024 {
+            self.read.reserve(READ_CHUNK);
         }
-        self.done
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read)
+            .map_err(H1Error::Io)
     }
 
-    /// Puts the connection back into `target`'s pool if hyper can send the next
-    /// request on it now; otherwise closes it (by dropping it).
-    pub(crate) fn release(mut self: Box<Self>, target: &TargetState, cx: &mut Context<'_>) {
-        if self.drive(cx) || !matches!(self.tx.poll_ready(cx), Poll::Ready(Ok(()))) {
-            return;
+    /// Writes what is pending and pulls the request body; ready once the request has
+    /// been written whole (or writing failed: see `send_error`).
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match self.poll_send_inner(cx) {
+            Poll::Ready(Ok(())) => {
+                self.sending = None;
+                Poll::Ready(())
+            }
+            Poll::Ready(Err(e)) => {
+                self.sending = None;
+                self.write.clear();
+                self.send_error = Some(e);
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
         }
+    }
+
+    fn poll_send_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), H1Error>> {
+        loop {
+            // Gather body frames while they are ready and the buffer is small, so a
+            // head and a small body leave in one write.
+            if let Some(sending) = self.sending.as_mut()
+                && sending.data.is_none()
+                && sending.framing != Framing::Done
+                && self.write.len() < COPY_LIMIT
+                && let Poll::Ready(frame) = Pin::new(&mut sending.body).poll_frame(cx)
+            {
+                next_frame(sending, &mut self.write, frame)?;
+                continue;
+            }
+            if !self.write.is_empty() {
+                let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.write))
+                    .map_err(H1Error::Io)?;
+                if n == 0 {
+                    return Poll::Ready(Err(H1Error::Io(io::ErrorKind::WriteZero.into())));
+                }
+                self.write.advance(n);
+                continue;
+            }
+            let Some(sending) = self.sending.as_mut() else {
+                return Poll::Ready(Ok(()));
+            };
+            if let Some(data) = sending.data.as_mut() {
+                let n = ready!(Pin::new(&mut self.io).poll_write(cx, data)).map_err(H1Error::Io)?;
+                if n == 0 {
+                    return Poll::Ready(Err(H1Error::Io(io::ErrorKind::WriteZero.into())));
+                }
+                data.advance(n);
+                if data.is_empty() {
+                    sending.data = None;
+                    if matches!(sending.framing, Framing::Chunked(_)) {
+                        self.write.extend_from_slice(b"\r\n");
+                    }
+                }
+                continue;
+            }
+            if sending.framing == Framing::Done {
+                return Poll::Ready(Ok(()));
+            }
+            // The body has nothing ready and everything before it is written.
+            return Poll::Pending;
+        }
+    }
+
+    /// Reads until a final response head has been parsed.
+    fn poll_head(&mut self, cx: &mut Context<'_>, method: &Method) -> Poll<Result<Head, H1Error>> {
+        loop {
+            if !self.read.is_empty() {
+                if let Some((response, framing, keep_alive)) = parse_head(&mut self.read, method)? {
+                    return Poll::Ready(Ok((response, framing, keep_alive)));
+                }
+                if self.read.len() > MAX_HEAD {
+                    return Poll::Ready(Err(H1Error::HeadTooLarge));
+                }
+            }
+            if ready!(self.poll_fill(cx))? == 0 {
+                return Poll::Ready(Err(self.send_error.take().unwrap_or(H1Error::Closed)));
+            }
+        }
+    }
+
+    /// Whether an idle connection can no longer be used: the upstream closed it (or
+    /// sent something unasked). Polls once, without waiting.
+    fn closed_while_idle(&mut self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        // Ready: the end of the stream, an error, or bytes nobody asked for.
+        self.poll_fill(&mut cx).is_ready()
+    }
+
+    /// Puts the connection back into `target`'s pool.
+    pub(crate) fn release(self: Box<Self>, target: &TargetState) {
         target.idle.checkin(self);
+    }
+}
+
+/// Handles one polled request body frame.
+fn next_frame(
+    sending: &mut Sending,
+    write: &mut BytesMut,
+    frame: Option<Result<Frame<Bytes>, BoxError>>,
+) -> Result<(), H1Error> {
+    match frame {
+        Some(Ok(frame)) => match frame.into_data() {
+            Ok(data) if data.is_empty() => Ok(()),
+            Ok(data) => {
+                let len = data.len() as u64;
+                match &mut sending.framing {
+                    Framing::Length(left) => {
+                        if len > *left {
+                            return Err(H1Error::RequestBody(
+                                "longer than its content-length".into(),
+                            ));
+                        }
+                        *left -= len;
+                    }
+                    _ => {
+                        use std::fmt::Write;
+                        let _ = write!(write, "{len:x}\r\n");
+                    }
+                }
+                if data.len() <= COPY_LIMIT {
+                    write.extend_from_slice(&data);
+                    if matches!(sending.framing, Framing::Chunked(_)) {
+                        write.extend_from_slice(b"\r\n");
+                    }
+                } else {
+                    sending.data = Some(data);
+                }
+                Ok(())
+            }
+            Err(frame) => {
+                // Trailers go out with a chunked body; a length-delimited one has no
+                // place for them.
+                if let (Ok(trailers), Framing::Chunked(_)) =
+                    (frame.into_trailers(), sending.framing)
+                {
+                    write.extend_from_slice(b"0\r\n");
+                    put_fields(write, &trailers);
+                    write.extend_from_slice(b"\r\n");
+                    sending.framing = Framing::Done;
+                }
+                Ok(())
+            }
+        },
+        Some(Err(e)) => Err(H1Error::RequestBody(e)),
+        None => {
+            match sending.framing {
+                Framing::Length(0) | Framing::Done => {}
+                Framing::Length(_) => {
+                    return Err(H1Error::RequestBody(
+                        "shorter than its content-length".into(),
+                    ));
+                }
+                _ => write.extend_from_slice(b"0\r\n\r\n"),
+            }
+            sending.framing = Framing::Done;
+            Ok(())
+        }
+    }
+}
+
+fn put_fields(write: &mut BytesMut, headers: &HeaderMap) {
+    for (name, value) in headers {
+        write.extend_from_slice(name.as_str().as_bytes());
+        write.extend_from_slice(b": ");
+        write.extend_from_slice(value.as_bytes());
+        write.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Writes the request head (origin-form URI) and sets up the body.
+fn start(conn: &mut H1Conn, parts: &request::Parts, body: UpstreamBody) -> Result<(), H1Error> {
+    let write = &mut conn.write;
+    write.clear();
+    write.extend_from_slice(parts.method.as_str().as_bytes());
+    write.extend_from_slice(b" ");
+    write.extend_from_slice(
+        parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .as_bytes(),
+    );
+    write.extend_from_slice(b" HTTP/1.1\r\n");
+    put_fields(write, &parts.headers);
+    let framing = match parts.headers.get(CONTENT_LENGTH) {
+        Some(value) => Framing::Length(content_length(&parts.headers).ok_or_else(|| {
+            H1Error::RequestBody(format!("invalid content-length {value:?}").into())
+        })?),
+        None if body.is_end_stream() => {
+            if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
+                write.extend_from_slice(b"content-length: 0\r\n");
+            }
+            Framing::Done
+        }
+        None => match body.size_hint().exact() {
+            Some(len) => {
+                write.extend_from_slice(b"content-length: ");
+                write.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
+                write.extend_from_slice(b"\r\n");
+                Framing::Length(len)
+            }
+            None => {
+                write.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                Framing::Chunked(Chunk::Size)
+            }
+        },
+    };
+    write.extend_from_slice(b"\r\n");
+    conn.send_error = None;
+    conn.sending = Some(Sending {
+        body,
+        framing,
+        data: None,
+    });
+    Ok(())
+}
+
+/// The value of every `Content-Length` field (comma lists included), if all agree.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    let mut length = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let n = part.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+            if length.is_some_and(|l| l != n) {
+                return None;
+            }
+            length = Some(n);
+        }
+    }
+    length
+}
+
+/// Whether any value of `name` lists `token` (case-insensitive).
+fn has_token(headers: &HeaderMap, name: &HeaderName, token: &[u8]) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+    })
+}
+
+/// Parses a final response head off the front of `read` (interim 1xx heads are
+/// consumed and skipped). `None`: more bytes are needed.
+fn parse_head(read: &mut BytesMut, method: &Method) -> Result<Option<Head>, H1Error> {
+    loop {
+        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut []);
+        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut parsed,
+            read,
+            &mut fields,
+        )? {
+            httparse::Status::Complete(len) if len > MAX_HEAD => return Err(H1Error::HeadTooLarge),
+            httparse::Status::Complete(len) => len,
+            httparse::Status::Partial => return Ok(None),
+        };
+        let code = parsed.code.unwrap_or(0);
+        let version = parsed.version.unwrap_or(1);
+        if (100..200).contains(&code) {
+            if code == 101 {
+                return Err(H1Error::Malformed("101 to a request that asked no upgrade"));
+            }
+            read.advance(len);
+            continue;
+        }
+        let status =
+            StatusCode::from_u16(code).map_err(|_| H1Error::Malformed("invalid status code"))?;
+        // Header values are kept as slices of the head (no copy): note their
+        // positions, then split the head off the buffer.
+        let base = read.as_ptr() as usize;
+        let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+        let count = parsed.headers.len();
+        for (span, field) in spans.iter_mut().zip(parsed.headers.iter()) {
+            let name = field.name.as_ptr() as usize - base;
+            let value = field.value.as_ptr() as usize - base;
+            // Bounded by MAX_HEAD (checked before more is read) plus one read.
+            *span = (
+                name as u32,
+                (name + field.name.len()) as u32,
+                value as u32,
+                (value + field.value.len()) as u32,
+            );
+        }
+        let head = read.split_to(len).freeze();
+        let mut headers = HeaderMap::with_capacity(count);
+        for &(name_start, name_end, value_start, value_end) in &spans[..count] {
+            let name = HeaderName::from_bytes(&head[name_start as usize..name_end as usize])
+                .map_err(|_| H1Error::Malformed("invalid header name"))?;
+            let value = HeaderValue::from_maybe_shared(
+                head.slice(value_start as usize..value_end as usize),
+            )
+            .map_err(|_| H1Error::Malformed("invalid header value"))?;
+            headers.append(name, value);
+        }
+        let mut keep_alive = if version == 1 {
+            !has_token(&headers, &CONNECTION, b"close")
+        } else {
+            has_token(&headers, &CONNECTION, b"keep-alive")
+        };
+        let framing = if *method == Method::HEAD
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            Framing::Done
+        } else if headers.contains_key(TRANSFER_ENCODING) {
+            // Both framings: the transfer coding wins, the connection is not
+            // trusted with another request, and the length is not passed on (RFC
+            // 9112 section 6.3).
+            if headers.remove(CONTENT_LENGTH).is_some() {
+                keep_alive = false;
+            }
+            let chunked = headers
+                .get_all(TRANSFER_ENCODING)
+                .iter()
+                .next_back()
+                .and_then(|v| v.as_bytes().rsplit(|&b| b == b',').next())
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            if chunked {
+                Framing::Chunked(Chunk::Size)
+            } else {
+                keep_alive = false;
+                Framing::Eof
+            }
+        } else if headers.contains_key(CONTENT_LENGTH) {
+            match content_length(&headers) {
+                Some(0) => Framing::Done,
+                Some(n) => Framing::Length(n),
+                None => return Err(H1Error::Malformed("invalid content-length")),
+            }
+        } else {
+            keep_alive = false;
+            Framing::Eof
+        };
+        let mut response = Response::new(());
+        *response.status_mut() = status;
+        *response.version_mut() = if version == 1 {
+            Version::HTTP_11
+        } else {
+            Version::HTTP_10
+        };
+        *response.headers_mut() = headers;
+        return Ok(Some((response, framing, keep_alive)));
+    }
+}
+
+/// The response body of an in-place HTTP/1.1 exchange, read off its connection.
+pub(crate) struct H1Body {
+    conn: Option<Box<H1Conn>>,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+impl fmt::Debug for H1Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("H1Body")
+            .field("framing", &self.framing)
+            .finish_non_exhaustive()
+    }
+}
+
+impl H1Body {
+    /// The connection, once the body has ended and it can carry another request
+    /// (the request was written whole, keep-alive, nothing left over); else `None`
+    /// and the connection is closed.
+    pub(crate) fn take_reusable(&mut self) -> Option<Box<H1Conn>> {
+        let conn = self.conn.take()?;
+        (self.framing == Framing::Done
+            && self.keep_alive
+            && conn.sending.is_none()
+            && conn.send_error.is_none()
+            && conn.read.is_empty())
+        .then_some(conn)
+    }
+
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        // Full duplex: keep writing the request body while the response streams.
+        if conn.sending.is_some() {
+            let _ = conn.poll_send(cx);
+        }
+        loop {
+            match self.framing {
+                Framing::Done => return Poll::Ready(None),
+                Framing::Length(left) => {
+                    if conn.read.is_empty() && ready!(conn.poll_fill(cx))? == 0 {
+                        return Poll::Ready(Some(Err(H1Error::Closed)));
+                    }
+                    let take = (conn.read.len() as u64).min(left) as usize;
+                    let data = conn.read.split_to(take).freeze();
+                    self.framing = match left - take as u64 {
+                        0 => Framing::Done,
+                        left => Framing::Length(left),
+                    };
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Framing::Eof => {
+                    if conn.read.is_empty() && ready!(conn.poll_fill(cx))? == 0 {
+                        self.framing = Framing::Done;
+                        return Poll::Ready(None);
+                    }
+                    let data = conn.read.split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Framing::Chunked(Chunk::Size) => match httparse::parse_chunk_size(&conn.read) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        conn.read.advance(used);
+                        self.framing = Framing::Chunked(if size == 0 {
+                            Chunk::Trailers
+                        } else {
+                            Chunk::Data(size)
+                        });
+                    }
+                    Ok(httparse::Status::Partial) => {
+                        if conn.read.len() > MAX_CHUNK_LINE {
+                            return Poll::Ready(Some(Err(H1Error::Malformed(
+                                "chunk size line too long",
+                            ))));
+                        }
+                        if ready!(conn.poll_fill(cx))? == 0 {
+                            return Poll::Ready(Some(Err(H1Error::Closed)));
+                        }
+                    }
+                    Err(_) => {
+                        return Poll::Ready(Some(Err(H1Error::Malformed("invalid chunk size"))));
+                    }
+                },
+                Framing::Chunked(Chunk::Data(left)) => {
+                    if conn.read.is_empty() && ready!(conn.poll_fill(cx))? == 0 {
+                        return Poll::Ready(Some(Err(H1Error::Closed)));
+                    }
+                    let take = (conn.read.len() as u64).min(left) as usize;
+                    let data = conn.read.split_to(take).freeze();
+                    self.framing = Framing::Chunked(match left - take as u64 {
+                        0 => Chunk::DataEnd,
+                        left => Chunk::Data(left),
+                    });
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Framing::Chunked(Chunk::DataEnd) => {
+                    if conn.read.len() < 2 {
+                        if ready!(conn.poll_fill(cx))? == 0 {
+                            return Poll::Ready(Some(Err(H1Error::Closed)));
+                        }
+                        continue;
+                    }
+                    if &conn.read[..2] != b"\r\n" {
+                        return Poll::Ready(Some(Err(H1Error::Malformed(
+                            "chunk not ended by CRLF",
+                        ))));
+                    }
+                    conn.read.advance(2);
+                    self.framing = Framing::Chunked(Chunk::Size);
+                }
+                Framing::Chunked(Chunk::Trailers) => {
+                    if conn.read.starts_with(b"\r\n") {
+                        conn.read.advance(2);
+                        self.framing = Framing::Done;
+                        return Poll::Ready(None);
+                    }
+                    if conn.read.len() >= 2 {
+                        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                        match httparse::parse_headers(&conn.read, &mut fields)? {
+                            httparse::Status::Complete((used, fields)) => {
+                                let mut trailers = HeaderMap::with_capacity(fields.len());
+                                for field in fields.iter() {
+                                    let name = HeaderName::from_bytes(field.name.as_bytes())
+                                        .map_err(|_| H1Error::Malformed("invalid trailer name"))?;
+                                    let value = HeaderValue::from_bytes(field.value)
+                                        .map_err(|_| H1Error::Malformed("invalid trailer value"))?;
+                                    trailers.append(name, value);
+                                }
+                                conn.read.advance(used);
+                                self.framing = Framing::Done;
+                                return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                            }
+                            httparse::Status::Partial if conn.read.len() > MAX_HEAD => {
+                                return Poll::Ready(Some(Err(H1Error::HeadTooLarge)));
+                            }
+                            httparse::Status::Partial => {}
+                        }
+                    }
+                    if ready!(conn.poll_fill(cx))? == 0 {
+                        return Poll::Ready(Some(Err(H1Error::Closed)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Body for H1Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    #[inline]
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match ready!(self.poll_data(cx)) {
+            Some(Err(e)) => {
+                // The connection is unusable after a framing or I/O error.
+                self.conn = None;
+                self.framing = Framing::Done;
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            other => Poll::Ready(other.map(|r| r.map_err(Into::into))),
+        }
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        self.framing == Framing::Done
+    }
+
+    #[inline]
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Done => SizeHint::with_exact(0),
+            Framing::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
     }
 }
 
 /// Idle connections of one target, newest last.
 #[derive(Default)]
 pub(crate) struct IdleConns {
-    // Boxed: a connection is a few hundred bytes and travels through futures and
-    // bodies; it is allocated once, when opened.
+    // Boxed: a connection travels through futures and bodies; it is allocated once,
+    // when opened.
     conns: Mutex<VecDeque<Box<H1Conn>>>,
 }
 
@@ -152,14 +769,14 @@ impl IdleConns {
     /// Closes the idle connections that expired or that the upstream closed (polling
     /// each once notices an end of stream); returns how many are left.
     pub(crate) fn reap(&self, idle_timeout: Duration) -> usize {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
         let now = Instant::now();
         let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
         let before = conns.len();
         let mut closed = Vec::new();
         let mut kept = VecDeque::with_capacity(before);
         for mut conn in conns.drain(..) {
-            if now.saturating_duration_since(conn.idle_since) >= idle_timeout || conn.drive(&mut cx)
+            if now.saturating_duration_since(conn.idle_since) >= idle_timeout
+                || conn.closed_while_idle()
             {
                 closed.push(conn);
             } else {
@@ -197,60 +814,66 @@ async fn connect(target: &TargetInfo, settings: PoolSettings) -> Result<Box<H1Co
     stream
         .set_nodelay(true)
         .map_err(|e| ConnectError(Box::new(e)))?;
-    let (tx, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| ConnectError(Box::new(e)))?;
     Ok(Box::new(H1Conn {
-        tx,
-        conn,
-        done: false,
+        io: stream,
+        read: BytesMut::with_capacity(READ_CHUNK),
+        write: BytesMut::with_capacity(1024),
+        sending: None,
+        send_error: None,
         idle_since: Instant::now(),
         settings,
     }))
 }
 
 /// Sends `request` (origin-form URI, `Host` set) to `target` on a pooled or new
-/// connection and drives it until the response head arrives.
+/// connection and reads until the response head arrives.
 pub(crate) async fn exchange(
     target: std::sync::Arc<TargetState>,
-    mut request: Request<UpstreamBody>,
+    request: Request<UpstreamBody>,
     settings: PoolSettings,
-) -> Result<(Response<Incoming>, Box<H1Conn>), BoxError> {
+) -> Result<Response<H1Body>, BoxError> {
+    let (parts, body) = request.into_parts();
+    // Only a request without a body can be sent again after a stale connection.
+    let mut body = Some(body);
+    let bodiless = body.as_ref().is_some_and(Body::is_end_stream);
     loop {
         let (mut conn, reused) = match target.idle.checkout(settings.idle_timeout) {
-            Some(conn) => (conn, true),
+            Some(mut conn) => {
+                if conn.closed_while_idle() {
+                    continue;
+                }
+                (conn, true)
+            }
             None => (connect(&target.info, settings).await?, false),
         };
-        let mut sent = pin!(conn.tx.try_send_request(request));
-        let answer = poll_fn(|cx| {
-            let closed = conn.drive(cx);
-            match sent.as_mut().poll(cx) {
-                Poll::Ready(result) => Poll::Ready(Some(result)),
-                // Ended without answering: the request is still queued.
-                Poll::Pending if closed => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
+        let this_body = match body.take() {
+            Some(body) => body,
+            None => UnsyncBoxBody::new(http_body_util::Empty::new().map_err(Into::into)),
+        };
+        start(&mut conn, &parts, this_body).map_err(|e| ConnectError(Box::new(e)))?;
+        let head = poll_fn(|cx| {
+            if conn.sending.is_some() {
+                let _ = conn.poll_send(cx);
             }
+            conn.poll_head(cx, &parts.method)
         })
         .await;
-        let (result, conn) = match answer {
-            Some(result) => (result, Some(conn)),
-            None => {
-                // Dropping the connection cancels the queued request and hands it back.
-                drop(conn);
-                (sent.await, None)
+        match head {
+            Ok((response, framing, keep_alive)) => {
+                let (head, ()) = response.into_parts();
+                let body = H1Body {
+                    conn: Some(conn),
+                    framing,
+                    keep_alive,
+                };
+                return Ok(Response::from_parts(head, body));
             }
-        };
-        match (result, conn) {
-            (Ok(response), Some(conn)) => return Ok((response, conn)),
-            (Ok(_), None) => {
-                return Err(Box::new(ConnectError("upstream connection closed".into())));
+            // A stale keep-alive connection: the upstream closed it before reading
+            // the request. Nothing was answered, and nothing of a body was used.
+            Err(H1Error::Closed | H1Error::Io(_)) if reused && bodiless && conn.read.is_empty() => {
+                tracing::debug!(name: "proxy.conn.stale", upstream = target.label(), "pooled connection was closed; sending again on a new one");
             }
-            (Err(mut e), _) => match e.take_message() {
-                // Not written: a stale pooled connection; try another one.
-                Some(message) if reused => request = message,
-                _ => return Err(Box::new(e.into_error())),
-            },
+            Err(e) => return Err(Box::new(ConnectError(Box::new(e)))),
         }
     }
 }
@@ -319,5 +942,133 @@ mod tests {
         // With a zero idle timeout everything idle has expired.
         assert!(pool.checkout(Duration::ZERO).is_none());
         assert_eq!(pool.len(), 0, "expired connections are closed, not kept");
+    }
+
+    fn head(bytes: &[u8], method: &Method) -> Result<Option<Head>, H1Error> {
+        parse_head(&mut BytesMut::from(bytes), method)
+    }
+
+    #[test]
+    fn framing_of_response_heads() {
+        let get = Method::GET;
+        let (r, f, ka) = head(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", &get)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (r.status(), f, ka),
+            (StatusCode::OK, Framing::Length(5), true)
+        );
+        let (_, f, ka) = head(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+            &get,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((f, ka), (Framing::Chunked(Chunk::Size), true));
+        let (r, f, ka) = head(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n",
+            &get,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (f, ka),
+            (Framing::Chunked(Chunk::Size), false),
+            "both: chunked, then close"
+        );
+        assert!(r.headers().get("content-length").is_none(), "not passed on");
+        let (_, f, ka) = head(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n", &get)
+            .unwrap()
+            .unwrap();
+        assert_eq!((f, ka), (Framing::Eof, false));
+        let (_, f, ka) = head(b"HTTP/1.1 200 OK\r\n\r\n", &get).unwrap().unwrap();
+        assert_eq!((f, ka), (Framing::Eof, false));
+        let (_, f, ka) = head(b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\n", &get)
+            .unwrap()
+            .unwrap();
+        assert_eq!((f, ka), (Framing::Length(2), false));
+        let (_, f, ka) = head(
+            b"HTTP/1.0 200 OK\r\nconnection: Keep-Alive\r\ncontent-length: 2\r\n\r\n",
+            &get,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((f, ka), (Framing::Length(2), true));
+        let (_, f, ka) = head(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\ncontent-length: 2\r\n\r\n",
+            &get,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((f, ka), (Framing::Length(2), false));
+        let (_, f, _) = head(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n",
+            &Method::HEAD,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(f, Framing::Done);
+        let (r, f, ka) = head(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 304 Not Modified\r\ncontent-length: 9\r\n\r\n", &get).unwrap().unwrap();
+        assert_eq!(
+            (r.status(), f, ka),
+            (StatusCode::NOT_MODIFIED, Framing::Done, true)
+        );
+        assert!(
+            r.headers().get("link").is_none(),
+            "interim fields are not merged"
+        );
+        let (_, f, _) = head(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 4, 4\r\ncontent-length: 4\r\n\r\n",
+            &get,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(f, Framing::Length(4));
+    }
+
+    #[test]
+    fn malformed_heads_are_errors() {
+        let get = Method::GET;
+        assert!(
+            head(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\ncontent-length: 5\r\n\r\n",
+                &get
+            )
+            .is_err()
+        );
+        assert!(head(b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n", &get).is_err());
+        assert!(
+            head(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
+                &get
+            )
+            .is_err()
+        );
+        assert!(head(b"garbage\r\n\r\n", &get).is_err());
+        assert!(
+            head(b"HTTP/1.1 999 Nope\r\n\r\n", &get).is_ok(),
+            "three digits are a status"
+        );
+        assert!(head(b"HTTP/1.1 20 OK\r\n\r\n", &get).is_err());
+        assert!(head(b"HTTP/1.1 101 Switching Protocols\r\n\r\n", &get).is_err());
+        assert!(
+            head(b"HTTP/1.1 200 OK\r\ncontent-", &get)
+                .unwrap()
+                .is_none(),
+            "partial"
+        );
+    }
+
+    #[test]
+    fn header_values_are_slices_of_the_head_in_order() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\nset-cookie: a=1\r\nX-Thing: caf\xc3\xa9\r\nset-cookie: b=2\r\ncontent-length: 0\r\n\r\nrest"[..],
+        );
+        let (r, f, _) = parse_head(&mut buf, &Method::GET).unwrap().unwrap();
+        assert_eq!(f, Framing::Done);
+        let cookies: Vec<_> = r.headers().get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        assert_eq!(r.headers()["x-thing"].as_bytes(), "café".as_bytes());
+        assert_eq!(&buf[..], b"rest", "only the head is consumed");
     }
 }

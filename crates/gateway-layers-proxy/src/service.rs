@@ -23,7 +23,6 @@ use gateway_layers_core::{
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Empty, Limited, combinators::UnsyncBoxBody};
-use hyper::body::Incoming;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -37,12 +36,12 @@ use tower_service::Service;
 
 use crate::{
     balance::Strategy,
-    body::{InFlight, ProxyBody},
+    body::{InFlight, Inner, ProxyBody},
     config::{
         ActiveHealth, Forwarding, HostHeader, PassiveHealth, Pool, Protocol, ProxyConfig, Target,
         Timeouts,
     },
-    conn::{self, ExchangeFuture, H1Conn, PoolSettings, UpstreamBody},
+    conn::{self, H1Body, PoolSettings, UpstreamBody},
     error::{ProxyError, ProxyErrorKind},
     forward::{self, ForwardSettings},
     health,
@@ -391,12 +390,7 @@ impl Exchange {
         }
     }
 
-    fn respond(
-        self,
-        mut response: Response<Incoming>,
-        conn: Option<Box<H1Conn>>,
-        cx: &mut Context<'_>,
-    ) -> ProxyResponse {
+    fn respond(self, mut response: Response<Inner>) -> ProxyResponse {
         let shared = &*self.shared;
         let status = response.status();
         if shared
@@ -424,8 +418,8 @@ impl Exchange {
             .map(|(total, start)| tokio::time::sleep_until(start + total));
         let (mut parts, body) = response.into_parts();
         parts.extensions.insert(self.upstream);
-        let mut body = ProxyBody::new(body, deadline, self.in_flight, conn);
-        body.release_if_ended(cx);
+        let mut body = ProxyBody::new(body, deadline, self.in_flight);
+        body.release_if_ended();
         Response::from_parts(parts, GatewayBody::inner(body))
     }
 
@@ -515,8 +509,8 @@ pin_project! {
     }
 }
 
-/// A response head, with the connection it came on when the in-place client served it.
-type UpstreamResponse = (Response<Incoming>, Option<Box<H1Conn>>);
+/// The future of an in-place HTTP/1.1 exchange up to the response head.
+type ExchangeFuture = Pin<Box<dyn Future<Output = Result<Response<H1Body>, BoxError>> + Send>>;
 
 /// The upstream exchange: the in-place HTTP/1.1 client or hyper-util's.
 enum Upstream {
@@ -526,15 +520,16 @@ enum Upstream {
 
 impl Upstream {
     #[inline]
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<UpstreamResponse, BoxError>> {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Response<Inner>, BoxError>> {
         match self {
             Self::Direct(future) => future
                 .as_mut()
                 .poll(cx)
-                .map(|r| r.map(|(response, conn)| (response, Some(conn)))),
-            Self::Pooled(future) => Pin::new(future)
-                .poll(cx)
-                .map(|r| r.map(|response| (response, None)).map_err(Into::into)),
+                .map(|r| r.map(|response| response.map(Inner::Direct))),
+            Self::Pooled(future) => Pin::new(future).poll(cx).map(|r| {
+                r.map(|response| response.map(Inner::Hyper))
+                    .map_err(Into::into)
+            }),
         }
     }
 }
@@ -580,7 +575,7 @@ impl Future for ResponseFuture {
                 };
                 let exchange = state.take().expect("polled after completion");
                 Poll::Ready(Ok(match result {
-                    Ok((response, conn)) => exchange.respond(response, conn, cx),
+                    Ok(response) => exchange.respond(response),
                     Err(error) => exchange.failed(error),
                 }))
             }
