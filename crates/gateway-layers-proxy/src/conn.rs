@@ -80,6 +80,9 @@ pub(crate) enum H1Error {
     /// The connection ended before a complete response.
     #[error("upstream closed the connection before the response was complete")]
     Closed,
+    /// The connection ended (or was reset) before any byte of a response arrived.
+    #[error("upstream closed the connection without answering")]
+    Stale,
     /// The response head is larger than [`MAX_HEAD`].
     #[error("upstream response head larger than {MAX_HEAD} bytes")]
     HeadTooLarge,
@@ -160,6 +163,8 @@ pub(crate) struct H1Conn {
     sending: Option<Sending>,
     /// Writing failed; a response may still be readable.
     send_error: Option<H1Error>,
+    /// Some response bytes (an interim 1xx included) arrived for this request.
+    answered: bool,
     idle_since: Instant,
     settings: PoolSettings,
 }
@@ -260,8 +265,12 @@ impl H1Conn {
                 }
             }
             if ready!(self.poll_fill(cx))? == 0 {
-                return Poll::Ready(Err(self.send_error.take().unwrap_or(H1Error::Closed)));
+                if self.answered || !self.read.is_empty() {
+                    return Poll::Ready(Err(H1Error::Closed));
+                }
+                return Poll::Ready(Err(self.send_error.take().unwrap_or(H1Error::Stale)));
             }
+            self.answered = true;
         }
     }
 
@@ -394,6 +403,7 @@ fn start(conn: &mut H1Conn, parts: &request::Parts, body: UpstreamBody) -> Resul
     };
     write.extend_from_slice(b"\r\n");
     conn.send_error = None;
+    conn.answered = false;
     conn.sending = Some(Sending {
         body,
         framing,
@@ -820,6 +830,7 @@ async fn connect(target: &TargetInfo, settings: PoolSettings) -> Result<Box<H1Co
         write: BytesMut::with_capacity(1024),
         sending: None,
         send_error: None,
+        answered: false,
         idle_since: Instant::now(),
         settings,
     }))
@@ -870,7 +881,7 @@ pub(crate) async fn exchange(
             }
             // A stale keep-alive connection: the upstream closed it before reading
             // the request. Nothing was answered, and nothing of a body was used.
-            Err(H1Error::Closed | H1Error::Io(_)) if reused && bodiless && conn.read.is_empty() => {
+            Err(H1Error::Stale | H1Error::Io(_)) if reused && bodiless && !conn.answered => {
                 tracing::debug!(name: "proxy.conn.stale", upstream = target.label(), "pooled connection was closed; sending again on a new one");
             }
             Err(e) => return Err(Box::new(ConnectError(Box::new(e)))),
