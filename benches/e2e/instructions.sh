@@ -29,11 +29,11 @@ for tool in valgrind python3; do
 done
 if [ -z "${SKIP_BUILD:-}" ]; then
     cargo build --release -q -p example-gateway
-    cargo build --release -q -p gateway-layers-proxy --example proxy_load
+    cargo build --release -q -p proxy-load
 fi
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
 GATEWAY_BIN="${GATEWAY_BIN:-$TARGET_DIR/release/example-gateway}"   # GATEWAY_BIN=...: another build, e.g. of an older commit
-LOAD_BIN="$TARGET_DIR/release/examples/proxy_load"
+LOAD_BIN="$TARGET_DIR/release/proxy_load"
 WORK="$(mktemp -d)"
 PIDS=()
 cleanup() {

@@ -7,9 +7,9 @@
 #   PROFILE=perf bash benches/e2e/run.sh                 # + one profiled gateway run
 #   PROFILE=strace bash benches/e2e/run.sh               # + system calls per request
 #
-# Builds release binaries once (under `nice -n 10`): `example-gateway` and the
-# `proxy_load` example of gateway-layers-proxy (its `upstream` and `bare` modes, the
-# same ones benches/proxy/load.sh uses). Then starts on 127.0.0.1 only:
+# Builds release binaries once (under `nice -n 10`): `example-gateway` and
+# `proxy_load` of the benches/proxy-load package (its `upstream` and `bare` modes,
+# the same ones benches/proxy/load.sh uses). Then starts on 127.0.0.1 only:
 #   - the upstream (hyper, 13-byte body)                          :$UPSTREAM_PORT
 #   - the example gateway, full stack (benches/e2e/gateway.yaml)  :$GATEWAY_PORT
 #     (admin :$ADMIN_PORT; it also starts its small in-process demo services)
@@ -78,10 +78,10 @@ TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_
 if [ -z "$SKIP_BUILD" ]; then
     echo "building release binaries (nice -n 10)..." >&2
     nice -n 10 cargo build --release -q -p example-gateway
-    nice -n 10 cargo build --release -q -p gateway-layers-proxy --example proxy_load
+    nice -n 10 cargo build --release -q -p proxy-load
 fi
 GATEWAY_BIN="$TARGET_DIR/release/example-gateway"
-LOAD_BIN="$TARGET_DIR/release/examples/proxy_load"
+LOAD_BIN="$TARGET_DIR/release/proxy_load"
 for bin in "$GATEWAY_BIN" "$LOAD_BIN"; do [ -x "$bin" ] || { echo "binary not found: $bin" >&2; exit 1; }; done
 
 WORK="$(mktemp -d)"

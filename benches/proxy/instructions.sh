@@ -18,8 +18,8 @@ SMALL=$((N / 5))
 if ! command -v valgrind >/dev/null 2>&1; then
     if [ "$(id -u)" -eq 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; else sudo apt-get install -y -qq valgrind >/dev/null; fi
 fi
-cargo build --release -q -p gateway-layers-proxy --example proxy_load
-BIN="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/examples/proxy_load"
+cargo build --release -q -p proxy-load
+BIN="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/proxy_load"
 WORK="$(mktemp -d)"; trap 'rm -rf "$WORK"' EXIT
 count() { # which n -> instructions
     valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.$1.$2" "$BIN" inproc "$1" "$2" 2>&1 \

@@ -4,7 +4,7 @@
 #   bash benches/proxy/load.sh                 # defaults below
 #   DURATION=10 ROUNDS=5 CONNECTIONS=64 bash benches/proxy/load.sh
 #
-# Builds the release binary `proxy_load` (crates/gateway-layers-proxy/examples), then
+# Builds the release binary `proxy_load` (package benches/proxy-load), then
 # starts on 127.0.0.1:
 #   - an upstream (hyper, 13-byte body)              :18080
 #   - gateway-layers-proxy `Proxy` (hyper server)    :18081
@@ -58,8 +58,8 @@ pin_bg() { # pin_bg CPUS cmd... &   (exec: the backgrounded call's $! is then th
 }
 
 echo "building release binary..." >&2
-cargo build --release -q -p gateway-layers-proxy --example proxy_load
-BIN="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/examples/proxy_load"
+cargo build --release -q -p proxy-load
+BIN="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/proxy_load"
 [ -x "$BIN" ] || { echo "binary not found: $BIN" >&2; exit 1; }
 
 WORK="$(mktemp -d)"

@@ -2,10 +2,10 @@
 //! binary is one of its parts).
 //!
 //! ```text
-//! cargo run --release -p gateway-layers-proxy --example proxy_load -- upstream 127.0.0.1:18080 [threads]
-//! cargo run --release -p gateway-layers-proxy --example proxy_load -- gateway  127.0.0.1:18081 127.0.0.1:18080 [threads]
-//! cargo run --release -p gateway-layers-proxy --example proxy_load -- bare     127.0.0.1:18082 127.0.0.1:18080 [threads]
-//! cargo run --release -p gateway-layers-proxy --example proxy_load -- intask   127.0.0.1:18084 127.0.0.1:18080 [threads]
+//! cargo run --release -p proxy-load -- upstream 127.0.0.1:18080 [threads]
+//! cargo run --release -p proxy-load -- gateway  127.0.0.1:18081 127.0.0.1:18080 [threads]
+//! cargo run --release -p proxy-load -- bare     127.0.0.1:18082 127.0.0.1:18080 [threads]
+//! cargo run --release -p proxy-load -- intask   127.0.0.1:18084 127.0.0.1:18080 [threads]
 //! ```
 //!
 //! - `upstream`: answers every request with a 13-byte body.
