@@ -57,7 +57,10 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt as _, combinators::UnsyncBoxBody};
 use tokio::{io::AsyncWrite, net::TcpStream, time::Instant};
 
-use crate::target::{TargetInfo, TargetState};
+use crate::{
+    forward::Appended,
+    target::{TargetInfo, TargetState},
+};
 
 /// The request body type sent to upstreams (the client's body, boxed once).
 pub(crate) type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -356,15 +359,25 @@ fn next_frame(
 
 fn put_fields(write: &mut BytesMut, headers: &HeaderMap) {
     for (name, value) in headers {
-        write.extend_from_slice(name.as_str().as_bytes());
-        write.extend_from_slice(b": ");
-        write.extend_from_slice(value.as_bytes());
-        write.extend_from_slice(b"\r\n");
+        put_field(write, name.as_str().as_bytes(), value.as_bytes());
     }
 }
 
+#[inline]
+fn put_field(write: &mut BytesMut, name: &[u8], value: &[u8]) {
+    write.extend_from_slice(name);
+    write.extend_from_slice(b": ");
+    write.extend_from_slice(value);
+    write.extend_from_slice(b"\r\n");
+}
+
 /// Writes the request head (origin-form URI) and sets up the body.
-fn start(conn: &mut H1Conn, parts: &request::Parts, body: UpstreamBody) -> Result<(), H1Error> {
+fn start(
+    conn: &mut H1Conn,
+    parts: &request::Parts,
+    appended: &Appended,
+    body: UpstreamBody,
+) -> Result<(), H1Error> {
     let write = &mut conn.write;
     write.clear();
     write.extend_from_slice(parts.method.as_str().as_bytes());
@@ -378,6 +391,15 @@ fn start(conn: &mut H1Conn, parts: &request::Parts, body: UpstreamBody) -> Resul
     );
     write.extend_from_slice(b" HTTP/1.1\r\n");
     put_fields(write, &parts.headers);
+    if let Some(value) = &appended.x_forwarded_for {
+        put_field(write, b"x-forwarded-for", value.as_bytes());
+    }
+    if let Some(proto) = appended.x_forwarded_proto {
+        put_field(write, b"x-forwarded-proto", proto.as_bytes());
+    }
+    if let Some(value) = &appended.x_forwarded_host {
+        put_field(write, b"x-forwarded-host", value.as_bytes());
+    }
     let framing = match parts.headers.get(CONTENT_LENGTH) {
         Some(value) => Framing::Length(content_length(&parts.headers).ok_or_else(|| {
             H1Error::RequestBody(format!("invalid content-length {value:?}").into())
@@ -841,6 +863,7 @@ async fn connect(target: &TargetInfo, settings: PoolSettings) -> Result<Box<H1Co
 pub(crate) async fn exchange(
     target: std::sync::Arc<TargetState>,
     request: Request<UpstreamBody>,
+    appended: Appended,
     settings: PoolSettings,
 ) -> Result<Response<H1Body>, BoxError> {
     let (parts, body) = request.into_parts();
@@ -861,7 +884,7 @@ pub(crate) async fn exchange(
             Some(body) => body,
             None => UnsyncBoxBody::new(http_body_util::Empty::new().map_err(Into::into)),
         };
-        start(&mut conn, &parts, this_body).map_err(|e| ConnectError(Box::new(e)))?;
+        start(&mut conn, &parts, &appended, this_body).map_err(|e| ConnectError(Box::new(e)))?;
         let head = poll_fn(|cx| {
             if conn.sending.is_some() {
                 let _ = conn.poll_send(cx);

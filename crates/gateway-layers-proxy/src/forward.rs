@@ -76,11 +76,58 @@ fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
 
 /// Whether the request asks for a protocol upgrade (HTTP/1.1 `Connection: upgrade`);
 /// returns the `Upgrade` value.
-pub(crate) fn upgrade_request(parts: &request::Parts) -> Option<HeaderValue> {
-    if parts.version != Version::HTTP_11 || !has_token(&parts.headers, &CONNECTION, "upgrade") {
+pub(crate) fn upgrade_request(parts: &request::Parts, seen: Seen) -> Option<HeaderValue> {
+    if !seen.connection
+        || parts.version != Version::HTTP_11
+        || !has_token(&parts.headers, &CONNECTION, "upgrade")
+    {
         return None;
     }
     parts.headers.get(UPGRADE).cloned()
+}
+
+/// Which of the fields the rewrite looks at a request carries, from one pass over
+/// its (few) names: in the common case (none of them) the rewrite costs no lookups.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Seen {
+    hop_by_hop: bool,
+    connection: bool,
+    te: bool,
+    x_forwarded_for: bool,
+    x_forwarded_proto: bool,
+    x_forwarded_host: bool,
+    forwarded: bool,
+}
+
+/// Notes which of the fields [`Seen`] tracks are in `headers`.
+#[inline]
+pub(crate) fn scan(headers: &HeaderMap) -> Seen {
+    let mut seen = Seen::default();
+    for name in headers.keys() {
+        if is_hop_by_hop(name) {
+            seen.hop_by_hop = true;
+            seen.connection |= name == CONNECTION;
+            seen.te |= name == TE;
+            continue;
+        }
+        match name.as_str().len() {
+            9 => seen.forwarded |= name == FORWARDED,
+            15 => seen.x_forwarded_for |= name == X_FORWARDED_FOR,
+            16 => seen.x_forwarded_host |= name == X_FORWARDED_HOST,
+            17 => seen.x_forwarded_proto |= name == X_FORWARDED_PROTO,
+            _ => {}
+        }
+    }
+    seen
+}
+
+/// Forwarding fields left for the HTTP/1.1 client to write after the request's own
+/// (so they are not inserted into the header map only to be written out again).
+#[derive(Debug, Default)]
+pub(crate) struct Appended {
+    pub(crate) x_forwarded_for: Option<HeaderValue>,
+    pub(crate) x_forwarded_proto: Option<&'static str>,
+    pub(crate) x_forwarded_host: Option<HeaderValue>,
 }
 
 /// Removes hop-by-hop headers; a scan of the (few) names first, so the common case
@@ -118,15 +165,17 @@ fn forwarded_node(ip: IpAddr) -> String {
 
 /// Rewrites the request parts for `target`. `upgrade` is the protocol of an upgrade
 /// request (its `Connection`/`Upgrade` headers are kept). `origin_form`: the URI
-/// becomes path and query only (for a client that writes it as given), else the
-/// absolute upstream URI.
+/// becomes path and query only and the `X-Forwarded-*` fields are returned instead
+/// of inserted (for the in-place HTTP/1.1 client, which writes them), else the
+/// absolute upstream URI. `seen`: [`scan`] of the request's headers.
 pub(crate) fn prepare_request(
     parts: &mut request::Parts,
     target: &TargetInfo,
     settings: &ForwardSettings,
     upgrade: Option<&HeaderValue>,
     origin_form: bool,
-) -> Result<(), http::Error> {
+    mut seen: Seen,
+) -> Result<Appended, http::Error> {
     let original_host = parts.headers.get(HOST).cloned().or_else(|| {
         parts
             .uri
@@ -140,12 +189,24 @@ pub(crate) fn prepare_request(
     } else {
         "http"
     };
-    let te_trailers = has_token(&parts.headers, &TE, "trailers");
+    let te_trailers = seen.te && has_token(&parts.headers, &TE, "trailers");
 
-    strip_hop_by_hop(&mut parts.headers);
+    if seen.hop_by_hop {
+        remove_hop_by_hop(&mut parts.headers);
+        // `Connection` may have named any field.
+        seen = scan(&parts.headers);
+    }
 
+    let mut appended = Appended::default();
     if settings.x_forwarded || settings.forwarded {
-        forwarding_headers(parts, settings, original_host.as_ref(), proto);
+        forwarding_headers(
+            parts,
+            settings,
+            original_host.as_ref(),
+            proto,
+            seen,
+            origin_form.then_some(&mut appended),
+        );
     }
     if let Some(via) = &settings.via {
         parts.headers.append(VIA, via.clone());
@@ -188,14 +249,17 @@ pub(crate) fn prepare_request(
         Protocol::Http1 => Version::HTTP_11,
         Protocol::Http2 => Version::HTTP_2,
     };
-    Ok(())
+    Ok(appended)
 }
 
+/// Adds the forwarding fields; the `X-Forwarded-*` ones go into `defer` when given.
 fn forwarding_headers(
     parts: &mut request::Parts,
     settings: &ForwardSettings,
     original_host: Option<&HeaderValue>,
     proto: &'static str,
+    seen: Seen,
+    defer: Option<&mut Appended>,
 ) {
     let peer = peer_addr(&parts.extensions).map(|a| a.ip());
     let trusted = peer.is_some_and(|ip| settings.resolver.trusted().contains(ip));
@@ -211,12 +275,14 @@ fn forwarding_headers(
     let headers = &mut parts.headers;
 
     if settings.x_forwarded {
-        let previous = if trusted {
+        let previous = if trusted && seen.x_forwarded_for {
             joined(headers, &X_FORWARDED_FOR)
         } else {
             None
         };
-        headers.remove(&X_FORWARDED_FOR);
+        if seen.x_forwarded_for {
+            headers.remove(&X_FORWARDED_FOR);
+        }
         let value = match (previous, hop) {
             (Some(mut chain), Some(ip)) => {
                 chain.extend_from_slice(b", ");
@@ -227,31 +293,45 @@ fn forwarding_headers(
             (Some(chain), None) => HeaderValue::from_maybe_shared(chain.freeze()).ok(),
             (None, None) => None,
         };
-        if let Some(value) = value {
-            headers.insert(X_FORWARDED_FOR.clone(), value);
+        // A trusted hop's proto and host stand; anyone else's are replaced.
+        let keep_proto = trusted && seen.x_forwarded_proto;
+        let keep_host = trusted && seen.x_forwarded_host;
+        if seen.x_forwarded_proto && !keep_proto {
+            headers.remove(&X_FORWARDED_PROTO);
         }
-        if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
-            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+        if seen.x_forwarded_host && !keep_host {
+            headers.remove(&X_FORWARDED_HOST);
         }
-        if !(trusted && headers.contains_key(&X_FORWARDED_HOST)) {
-            match original_host {
-                Some(host) => {
-                    headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+        let host = original_host.filter(|_| !keep_host).cloned();
+        match defer {
+            Some(appended) => {
+                appended.x_forwarded_for = value;
+                appended.x_forwarded_proto = (!keep_proto).then_some(proto);
+                appended.x_forwarded_host = host;
+            }
+            None => {
+                if let Some(value) = value {
+                    headers.insert(X_FORWARDED_FOR.clone(), value);
                 }
-                None => {
-                    headers.remove(&X_FORWARDED_HOST);
+                if !keep_proto {
+                    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+                }
+                if let Some(host) = host {
+                    headers.insert(X_FORWARDED_HOST.clone(), host);
                 }
             }
         }
     }
 
     if settings.forwarded {
-        let previous = if trusted {
+        let previous = if trusted && seen.forwarded {
             joined(headers, &FORWARDED)
         } else {
             None
         };
-        headers.remove(FORWARDED);
+        if seen.forwarded {
+            headers.remove(FORWARDED);
+        }
         let mut element = String::with_capacity(64);
         if let Some(ip) = hop {
             element.push_str("for=");
@@ -330,6 +410,17 @@ mod tests {
         }
     }
 
+    fn prep(
+        parts: &mut request::Parts,
+        target: &TargetInfo,
+        settings: &ForwardSettings,
+        upgrade: Option<&HeaderValue>,
+        origin_form: bool,
+    ) -> Result<Appended, http::Error> {
+        let seen = scan(&parts.headers);
+        prepare_request(parts, target, settings, upgrade, origin_form, seen)
+    }
+
     fn parts(uri: &str, peer: &str, headers: &[(&str, &str)]) -> request::Parts {
         let mut builder = Request::get(uri);
         for (k, v) in headers {
@@ -387,7 +478,7 @@ mod tests {
                 ("x-kept", "1"),
             ],
         );
-        prepare_request(
+        prep(
             &mut p,
             &target("http://127.0.0.1:9"),
             &settings(&[]),
@@ -415,6 +506,99 @@ mod tests {
         assert_eq!(p.version, Version::HTTP_11);
     }
 
+    /// The in-place client's request: the `X-Forwarded-*` fields it writes after the
+    /// others, as it would send them.
+    fn as_sent(p: &request::Parts, appended: &Appended) -> Vec<(String, String)> {
+        let mut fields: Vec<(String, String)> = p
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
+            .collect();
+        let extra = [
+            ("x-forwarded-for", appended.x_forwarded_for.clone()),
+            (
+                "x-forwarded-proto",
+                appended.x_forwarded_proto.map(HeaderValue::from_static),
+            ),
+            ("x-forwarded-host", appended.x_forwarded_host.clone()),
+        ];
+        for (name, value) in extra {
+            if let Some(value) = value {
+                fields.push((name.to_owned(), value.to_str().unwrap().to_owned()));
+            }
+        }
+        fields.sort();
+        fields
+    }
+
+    #[test]
+    fn deferred_forwarding_fields_are_the_inserted_ones() {
+        // (peer, trusted proxies, request fields)
+        type Case<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)]);
+        let cases: [Case<'_>; 5] = [
+            ("198.51.100.7:5000", &[], &[("host", "api.example")]),
+            (
+                "198.51.100.7:5000",
+                &[],
+                &[
+                    ("host", "api.example"),
+                    ("x-forwarded-for", "6.6.6.6"),
+                    ("x-forwarded-proto", "https"),
+                    ("x-forwarded-host", "evil.example"),
+                ],
+            ),
+            (
+                "10.0.0.2:1",
+                &["10.0.0.0/8"],
+                &[
+                    ("host", "h"),
+                    ("x-forwarded-for", "203.0.113.9"),
+                    ("x-forwarded-for", "10.0.0.9"),
+                    ("x-forwarded-proto", "https"),
+                    ("x-forwarded-host", "front.example"),
+                ],
+            ),
+            // Named in `Connection`: removed as hop-by-hop, then set afresh.
+            (
+                "10.0.0.2:1",
+                &["10.0.0.0/8"],
+                &[
+                    ("host", "h"),
+                    ("connection", "x-forwarded-proto"),
+                    ("x-forwarded-proto", "https"),
+                ],
+            ),
+            ("[2001:db8::7]:443", &[], &[]),
+        ];
+        for (peer, trusted, headers) in cases {
+            let mut inserted = parts("/x", peer, headers);
+            let mut deferred = inserted.clone();
+            let none = prep(
+                &mut inserted,
+                &target("http://u"),
+                &settings(trusted),
+                None,
+                false,
+            )
+            .unwrap();
+            assert!(none.x_forwarded_for.is_none() && none.x_forwarded_proto.is_none());
+            let appended = prep(
+                &mut deferred,
+                &target("http://u"),
+                &settings(trusted),
+                None,
+                true,
+            )
+            .unwrap();
+            assert!(appended.x_forwarded_proto.is_some() || trusted.len() == 1);
+            assert_eq!(
+                as_sent(&deferred, &appended),
+                as_sent(&inserted, &Appended::default()),
+                "{peer} {headers:?}"
+            );
+        }
+    }
+
     #[test]
     fn trusted_peers_chains_are_extended() {
         let mut p = parts(
@@ -428,7 +612,7 @@ mod tests {
                 ("forwarded", "for=203.0.113.9"),
             ],
         );
-        prepare_request(
+        prep(
             &mut p,
             &target("http://u"),
             &settings(&["10.0.0.0/8"]),
@@ -454,7 +638,7 @@ mod tests {
             "192.0.2.1:1",
             &[("host", "evil\";for=203.0.113.1;x=\"\\")],
         );
-        prepare_request(&mut p, &target("http://u"), &settings(&[]), None, false).unwrap();
+        prep(&mut p, &target("http://u"), &settings(&[]), None, false).unwrap();
         assert_eq!(
             p.headers["forwarded"],
             "for=192.0.2.1;host=\"evil\\\";for=203.0.113.1;x=\\\"\\\\\";proto=http"
@@ -464,7 +648,7 @@ mod tests {
     #[test]
     fn host_from_the_authority_drops_userinfo() {
         let mut p = parts("http://user:pw@api.example:8080/x", "192.0.2.1:1", &[]);
-        prepare_request(&mut p, &target("http://u"), &settings(&[]), None, false).unwrap();
+        prep(&mut p, &target("http://u"), &settings(&[]), None, false).unwrap();
         assert_eq!(p.headers["host"], "api.example:8080");
         assert_eq!(p.headers["x-forwarded-host"], "api.example:8080");
     }
@@ -474,7 +658,7 @@ mod tests {
         let mut p = parts("/", "[2001:db8::1]:443", &[("host", "h")]);
         let mut s = settings(&[]);
         s.host = HostHeader::Upstream;
-        prepare_request(&mut p, &target("http://up:81"), &s, None, false).unwrap();
+        prep(&mut p, &target("http://up:81"), &s, None, false).unwrap();
         assert_eq!(p.headers["x-forwarded-for"], "2001:db8::1");
         assert!(
             p.headers["forwarded"]
@@ -495,9 +679,9 @@ mod tests {
                 ("upgrade", "websocket"),
             ],
         );
-        let upgrade = upgrade_request(&p);
+        let upgrade = upgrade_request(&p, scan(&p.headers));
         assert_eq!(upgrade.as_ref().unwrap(), "websocket");
-        prepare_request(
+        prep(
             &mut p,
             &target("http://u"),
             &settings(&[]),

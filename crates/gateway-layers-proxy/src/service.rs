@@ -297,7 +297,8 @@ where
         let upstream = UpstreamTarget(target.info.clone());
         // An upgrade is only passed through when the server side can hand us the
         // connection (hyper/axum put `OnUpgrade` in the extensions).
-        let mut upgrade = forward::upgrade_request(&parts);
+        let seen = forward::scan(&parts.headers);
+        let mut upgrade = forward::upgrade_request(&parts, seen);
         let on_upgrade = match upgrade {
             Some(_) => parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
             None => None,
@@ -308,15 +309,21 @@ where
         // Plain HTTP/1.1 targets are served by the in-place client; HTTP/2, TLS and
         // upgrades by hyper-util's.
         let direct = target.info.direct && on_upgrade.is_none();
-        if let Err(e) = forward::prepare_request(
+        let appended = match forward::prepare_request(
             &mut parts,
             &target.info,
             &shared.forward,
             upgrade.as_ref(),
             direct,
+            seen,
         ) {
-            return ResponseFuture::done(shared.reject(ProxyError::connect(e.into(), upstream)));
-        }
+            Ok(appended) => appended,
+            Err(e) => {
+                return ResponseFuture::done(
+                    shared.reject(ProxyError::connect(e.into(), upstream)),
+                );
+            }
+        };
         let body = UnsyncBoxBody::new(body.map_err(Into::into));
         let request = Request::from_parts(parts, body);
 
@@ -338,6 +345,7 @@ where
             Upstream::Direct(Box::pin(conn::exchange(
                 target.clone(),
                 request,
+                appended,
                 shared.pool,
             )))
         } else {
