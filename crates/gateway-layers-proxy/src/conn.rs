@@ -58,7 +58,7 @@ use http_body_util::{BodyExt as _, combinators::UnsyncBoxBody};
 use tokio::{io::AsyncWrite, net::TcpStream, time::Instant};
 
 use crate::{
-    forward::Appended,
+    forward::{Appended, ForwardedFor},
     target::{TargetInfo, TargetState},
 };
 
@@ -391,8 +391,14 @@ fn start(
     );
     write.extend_from_slice(b" HTTP/1.1\r\n");
     put_fields(write, &parts.headers);
-    if let Some(value) = &appended.x_forwarded_for {
-        put_field(write, b"x-forwarded-for", value.as_bytes());
+    match &appended.x_forwarded_for {
+        Some(ForwardedFor::Ip(ip)) => {
+            write.extend_from_slice(b"x-forwarded-for: ");
+            gateway_layers_core::headers::push_ip(write, *ip);
+            write.extend_from_slice(b"\r\n");
+        }
+        Some(ForwardedFor::Value(value)) => put_field(write, b"x-forwarded-for", value.as_bytes()),
+        None => {}
     }
     if let Some(proto) = appended.x_forwarded_proto {
         put_field(write, b"x-forwarded-proto", proto.as_bytes());
@@ -438,28 +444,35 @@ fn start(
 fn content_length(headers: &HeaderMap) -> Option<u64> {
     let mut length = None;
     for value in headers.get_all(CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-                return None;
-            }
-            let n = part.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
-            if length.is_some_and(|l| l != n) {
-                return None;
-            }
-            length = Some(n);
+        if !add_lengths(value.as_bytes(), &mut length) {
+            return None;
         }
     }
     length
 }
 
-/// Whether any value of `name` lists `token` (case-insensitive).
-fn has_token(headers: &HeaderMap, name: &HeaderName, token: &[u8]) -> bool {
-    headers.get_all(name).iter().any(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-    })
+/// Adds the lengths in one `Content-Length` value (a comma list) to `length`; false
+/// if one is not a number or differs from the others.
+fn add_lengths(value: &[u8], length: &mut Option<u64>) -> bool {
+    for part in value.split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return false;
+        }
+        let n = part.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+        if length.is_some_and(|l| l != n) {
+            return false;
+        }
+        *length = Some(n);
+    }
+    true
+}
+
+/// Whether a comma-separated value lists `token` (case-insensitive).
+fn lists_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// Parses a final response head off the front of `read` (interim 1xx heads are
@@ -506,46 +519,57 @@ fn parse_head(read: &mut BytesMut, method: &Method) -> Result<Option<Head>, H1Er
         }
         let head = read.split_to(len).freeze();
         let mut headers = HeaderMap::with_capacity(count);
+        // The framing fields, noted while the map is built (no lookups after).
+        let (mut length, mut bad_length, mut has_length) = (None, false, false);
+        let (mut coded, mut chunked_last) = (false, false);
+        let (mut close, mut keep) = (false, false);
         for &(name_start, name_end, value_start, value_end) in &spans[..count] {
             let name = HeaderName::from_bytes(&head[name_start as usize..name_end as usize])
                 .map_err(|_| H1Error::Malformed("invalid header name"))?;
+            let bytes = &head[value_start as usize..value_end as usize];
+            if name == CONTENT_LENGTH {
+                has_length = true;
+                bad_length |= !add_lengths(bytes, &mut length);
+            } else if name == TRANSFER_ENCODING {
+                coded = true;
+                // The last coding of the last field is the one that frames.
+                chunked_last = bytes
+                    .rsplit(|&b| b == b',')
+                    .next()
+                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            } else if name == CONNECTION {
+                close |= lists_token(bytes, b"close");
+                keep |= lists_token(bytes, b"keep-alive");
+            }
             let value = HeaderValue::from_maybe_shared(
                 head.slice(value_start as usize..value_end as usize),
             )
             .map_err(|_| H1Error::Malformed("invalid header value"))?;
             headers.append(name, value);
         }
-        let mut keep_alive = if version == 1 {
-            !has_token(&headers, &CONNECTION, b"close")
-        } else {
-            has_token(&headers, &CONNECTION, b"keep-alive")
-        };
+        let mut keep_alive = if version == 1 { !close } else { keep };
         let framing = if *method == Method::HEAD
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED
         {
             Framing::Done
-        } else if headers.contains_key(TRANSFER_ENCODING) {
+        } else if coded {
             // Both framings: the transfer coding wins, the connection is not
             // trusted with another request, and the length is not passed on (RFC
             // 9112 section 6.3).
-            if headers.remove(CONTENT_LENGTH).is_some() {
+            if has_length {
+                headers.remove(CONTENT_LENGTH);
                 keep_alive = false;
             }
-            let chunked = headers
-                .get_all(TRANSFER_ENCODING)
-                .iter()
-                .next_back()
-                .and_then(|v| v.as_bytes().rsplit(|&b| b == b',').next())
-                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            if chunked {
+            if chunked_last {
                 Framing::Chunked(Chunk::Size)
             } else {
                 keep_alive = false;
                 Framing::Eof
             }
-        } else if headers.contains_key(CONTENT_LENGTH) {
-            match content_length(&headers) {
+        } else if has_length {
+            match length {
+                _ if bad_length => return Err(H1Error::Malformed("invalid content-length")),
                 Some(0) => Framing::Done,
                 Some(n) => Framing::Length(n),
                 None => return Err(H1Error::Malformed("invalid content-length")),

@@ -125,9 +125,18 @@ pub(crate) fn scan(headers: &HeaderMap) -> Seen {
 /// (so they are not inserted into the header map only to be written out again).
 #[derive(Debug, Default)]
 pub(crate) struct Appended {
-    pub(crate) x_forwarded_for: Option<HeaderValue>,
+    pub(crate) x_forwarded_for: Option<ForwardedFor>,
     pub(crate) x_forwarded_proto: Option<&'static str>,
     pub(crate) x_forwarded_host: Option<HeaderValue>,
+}
+
+/// An `X-Forwarded-For` value to write.
+#[derive(Debug)]
+pub(crate) enum ForwardedFor {
+    /// Just this address (written without a `HeaderValue` in between).
+    Ip(IpAddr),
+    /// A chain.
+    Value(HeaderValue),
 }
 
 /// Removes hop-by-hop headers; a scan of the (few) names first, so the common case
@@ -176,7 +185,9 @@ pub(crate) fn prepare_request(
     origin_form: bool,
     mut seen: Seen,
 ) -> Result<Appended, http::Error> {
-    let original_host = parts.headers.get(HOST).cloned().or_else(|| {
+    let had_host = parts.headers.get(HOST).cloned();
+    let has_host = had_host.is_some();
+    let original_host = had_host.or_else(|| {
         parts
             .uri
             .authority()
@@ -214,9 +225,7 @@ pub(crate) fn prepare_request(
     match settings.host {
         HostHeader::Preserve => {
             // HTTP/2 clients send `:authority` instead of `Host`.
-            if !parts.headers.contains_key(HOST)
-                && let Some(host) = original_host
-            {
+            if !has_host && let Some(host) = original_host {
                 parts.headers.insert(HOST, host);
             }
         }
@@ -237,7 +246,7 @@ pub(crate) fn prepare_request(
     }
     // A client without `Host` (HTTP/1.0) gets the target's, as hyper-util's client
     // would add it.
-    if !parts.headers.contains_key(HOST) {
+    if !has_host && settings.host == HostHeader::Preserve && !parts.headers.contains_key(HOST) {
         parts.headers.insert(HOST, target.host.clone());
     }
     parts.uri = if origin_form {
@@ -287,10 +296,14 @@ fn forwarding_headers(
             (Some(mut chain), Some(ip)) => {
                 chain.extend_from_slice(b", ");
                 push_ip(&mut chain, ip);
-                HeaderValue::from_maybe_shared(chain.freeze()).ok()
+                HeaderValue::from_maybe_shared(chain.freeze())
+                    .ok()
+                    .map(ForwardedFor::Value)
             }
-            (None, Some(ip)) => ip_value(ip),
-            (Some(chain), None) => HeaderValue::from_maybe_shared(chain.freeze()).ok(),
+            (None, Some(ip)) => Some(ForwardedFor::Ip(ip)),
+            (Some(chain), None) => HeaderValue::from_maybe_shared(chain.freeze())
+                .ok()
+                .map(ForwardedFor::Value),
             (None, None) => None,
         };
         // A trusted hop's proto and host stand; anyone else's are replaced.
@@ -310,6 +323,11 @@ fn forwarding_headers(
                 appended.x_forwarded_host = host;
             }
             None => {
+                let value = match value {
+                    Some(ForwardedFor::Ip(ip)) => ip_value(ip),
+                    Some(ForwardedFor::Value(value)) => Some(value),
+                    None => None,
+                };
                 if let Some(value) = value {
                     headers.insert(X_FORWARDED_FOR.clone(), value);
                 }
@@ -515,7 +533,14 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
             .collect();
         let extra = [
-            ("x-forwarded-for", appended.x_forwarded_for.clone()),
+            (
+                "x-forwarded-for",
+                match &appended.x_forwarded_for {
+                    Some(ForwardedFor::Ip(ip)) => ip_value(*ip),
+                    Some(ForwardedFor::Value(value)) => Some(value.clone()),
+                    None => None,
+                },
+            ),
             (
                 "x-forwarded-proto",
                 appended.x_forwarded_proto.map(HeaderValue::from_static),
