@@ -34,11 +34,11 @@
 use std::{
     collections::VecDeque,
     fmt,
-    future::poll_fn,
+    future::Future,
     io,
     mem::MaybeUninit,
     pin::Pin,
-    sync::{Mutex, PoisonError},
+    sync::{Arc, Mutex, PoisonError},
     task::{Context, Poll, ready},
     time::Duration,
 };
@@ -882,56 +882,126 @@ async fn connect(target: &TargetInfo, settings: PoolSettings) -> Result<Box<H1Co
     }))
 }
 
-/// Sends `request` (origin-form URI, `Host` set) to `target` on a pooled or new
-/// connection and reads until the response head arrives.
-pub(crate) async fn exchange(
-    target: std::sync::Arc<TargetState>,
-    request: Request<UpstreamBody>,
+/// Sends a request (origin-form URI, `Host` set) to a target on a pooled or new
+/// connection and reads until the response head arrives. A future of its own (not
+/// an `async fn`), so it lives inside the proxy's response future without a box.
+pub(crate) struct Exchange {
+    target: Arc<TargetState>,
+    parts: request::Parts,
+    /// Taken when the request is written.
+    body: Option<UpstreamBody>,
+    /// Only a request without a body is sent again after a stale connection.
+    bodiless: bool,
     appended: Appended,
     settings: PoolSettings,
-) -> Result<Response<H1Body>, BoxError> {
-    let (parts, body) = request.into_parts();
-    // Only a request without a body can be sent again after a stale connection.
-    let mut body = Some(body);
-    let bodiless = body.as_ref().is_some_and(Body::is_end_stream);
-    loop {
-        let (mut conn, reused) = match target.idle.checkout(settings.idle_timeout) {
-            Some(mut conn) => {
-                if conn.closed_while_idle() {
-                    continue;
+    step: Step,
+}
+
+type Connecting = Pin<Box<dyn Future<Output = Result<Box<H1Conn>, BoxError>> + Send>>;
+
+enum Step {
+    /// Take an idle connection or open one.
+    Checkout,
+    /// Opening a connection (boxed: only new connections pay for it).
+    Connecting(Connecting),
+    /// The request is being written and the response head read.
+    Exchanging {
+        conn: Box<H1Conn>,
+        reused: bool,
+    },
+    Done,
+}
+
+impl Exchange {
+    pub(crate) fn new(
+        target: Arc<TargetState>,
+        request: Request<UpstreamBody>,
+        appended: Appended,
+        settings: PoolSettings,
+    ) -> Self {
+        let (parts, body) = request.into_parts();
+        Self {
+            target,
+            parts,
+            bodiless: body.is_end_stream(),
+            body: Some(body),
+            appended,
+            settings,
+            step: Step::Checkout,
+        }
+    }
+
+    fn begin(&mut self, mut conn: Box<H1Conn>, reused: bool) -> Result<(), BoxError> {
+        let body = self.body.take().unwrap_or_else(|| {
+            UnsyncBoxBody::new(http_body_util::Empty::new().map_err(Into::into))
+        });
+        start(&mut conn, &self.parts, &self.appended, body)
+            .map_err(|e| ConnectError(Box::new(e)))?;
+        self.step = Step::Exchanging { conn, reused };
+        Ok(())
+    }
+}
+
+impl Future for Exchange {
+    type Output = Result<Response<H1Body>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.step {
+                Step::Checkout => match this.target.idle.checkout(this.settings.idle_timeout) {
+                    Some(mut conn) => {
+                        if !conn.closed_while_idle() {
+                            this.begin(conn, true)?;
+                        }
+                    }
+                    None => {
+                        let (target, settings) = (this.target.clone(), this.settings);
+                        this.step = Step::Connecting(Box::pin(async move {
+                            connect(&target.info, settings).await
+                        }));
+                    }
+                },
+                Step::Connecting(connecting) => {
+                    let conn = ready!(connecting.as_mut().poll(cx))?;
+                    this.begin(conn, false)?;
                 }
-                (conn, true)
+                Step::Exchanging { conn, reused } => {
+                    if conn.sending.is_some() {
+                        let _ = conn.poll_send(cx);
+                    }
+                    match ready!(conn.poll_head(cx, &this.parts.method)) {
+                        Ok((response, framing, keep_alive)) => {
+                            let Step::Exchanging { conn, .. } =
+                                std::mem::replace(&mut this.step, Step::Done)
+                            else {
+                                unreachable!("matched above")
+                            };
+                            let (head, ()) = response.into_parts();
+                            let body = H1Body {
+                                conn: Some(conn),
+                                framing,
+                                keep_alive,
+                            };
+                            return Poll::Ready(Ok(Response::from_parts(head, body)));
+                        }
+                        // A stale keep-alive connection: the upstream closed it
+                        // before reading the request. Nothing was answered, and
+                        // nothing of a body was used.
+                        Err(H1Error::Stale | H1Error::Io(_))
+                            if *reused && this.bodiless && !conn.answered =>
+                        {
+                            tracing::debug!(name: "proxy.conn.stale", upstream = this.target.label(), "pooled connection was closed; sending again on a new one");
+                            this.step = Step::Checkout;
+                        }
+                        Err(e) => {
+                            this.step = Step::Done;
+                            return Poll::Ready(Err(Box::new(ConnectError(Box::new(e)))));
+                        }
+                    }
+                }
+                Step::Done => panic!("Exchange polled after completion"),
             }
-            None => (connect(&target.info, settings).await?, false),
-        };
-        let this_body = match body.take() {
-            Some(body) => body,
-            None => UnsyncBoxBody::new(http_body_util::Empty::new().map_err(Into::into)),
-        };
-        start(&mut conn, &parts, &appended, this_body).map_err(|e| ConnectError(Box::new(e)))?;
-        let head = poll_fn(|cx| {
-            if conn.sending.is_some() {
-                let _ = conn.poll_send(cx);
-            }
-            conn.poll_head(cx, &parts.method)
-        })
-        .await;
-        match head {
-            Ok((response, framing, keep_alive)) => {
-                let (head, ()) = response.into_parts();
-                let body = H1Body {
-                    conn: Some(conn),
-                    framing,
-                    keep_alive,
-                };
-                return Ok(Response::from_parts(head, body));
-            }
-            // A stale keep-alive connection: the upstream closed it before reading
-            // the request. Nothing was answered, and nothing of a body was used.
-            Err(H1Error::Stale | H1Error::Io(_)) if reused && bodiless && !conn.answered => {
-                tracing::debug!(name: "proxy.conn.stale", upstream = target.label(), "pooled connection was closed; sending again on a new one");
-            }
-            Err(e) => return Err(Box::new(ConnectError(Box::new(e)))),
         }
     }
 }

@@ -41,7 +41,7 @@ use crate::{
         ActiveHealth, Forwarding, HostHeader, PassiveHealth, Pool, Protocol, ProxyConfig, Target,
         Timeouts,
     },
-    conn::{self, H1Body, PoolSettings, UpstreamBody},
+    conn::{self, PoolSettings, UpstreamBody},
     error::{ProxyError, ProxyErrorKind},
     forward::{self, ForwardSettings},
     health,
@@ -342,12 +342,12 @@ where
             _ => tokio::time::sleep(timeouts.response_headers),
         };
         let future = if direct {
-            Upstream::Direct(Box::pin(conn::exchange(
+            Upstream::Direct(conn::Exchange::new(
                 target.clone(),
                 request,
                 appended,
                 shared.pool,
-            )))
+            ))
         } else {
             Upstream::Pooled(shared.client(target.info.protocol).request(request))
         };
@@ -517,12 +517,13 @@ pin_project! {
     }
 }
 
-/// The future of an in-place HTTP/1.1 exchange up to the response head.
-type ExchangeFuture = Pin<Box<dyn Future<Output = Result<Response<H1Body>, BoxError>> + Send>>;
-
 /// The upstream exchange: the in-place HTTP/1.1 client or hyper-util's.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "the in-place exchange is the common case: kept inline, not boxed per request"
+)]
 enum Upstream {
-    Direct(ExchangeFuture),
+    Direct(conn::Exchange),
     Pooled(hyper_util::client::legacy::ResponseFuture),
 }
 
@@ -530,8 +531,7 @@ impl Upstream {
     #[inline]
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Response<Inner>, BoxError>> {
         match self {
-            Self::Direct(future) => future
-                .as_mut()
+            Self::Direct(future) => Pin::new(future)
                 .poll(cx)
                 .map(|r| r.map(|response| response.map(Inner::Direct))),
             Self::Pooled(future) => Pin::new(future).poll(cx).map(|r| {
