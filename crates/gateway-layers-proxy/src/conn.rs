@@ -592,6 +592,37 @@ fn parse_head(read: &mut BytesMut, method: &Method) -> Result<Option<Head>, H1Er
     }
 }
 
+/// [`parse_head`] for the fuzz targets (`crate::fuzzing`).
+pub(crate) fn fuzz_parse_head(
+    bytes: &[u8],
+    head_request: bool,
+) -> Result<Option<crate::fuzzing::ParsedHead>, String> {
+    let mut read = BytesMut::from(bytes);
+    let method = if head_request {
+        Method::HEAD
+    } else {
+        Method::GET
+    };
+    match parse_head(&mut read, &method) {
+        Ok(Some((response, framing, keep_alive))) => {
+            let framing = match framing {
+                Framing::Done => "done".to_owned(),
+                Framing::Length(n) => format!("length {n}"),
+                Framing::Chunked(_) => "chunked".to_owned(),
+                Framing::Eof => "eof".to_owned(),
+            };
+            Ok(Some(crate::fuzzing::ParsedHead {
+                response,
+                framing,
+                keep_alive,
+                used: bytes.len() - read.len(),
+            }))
+        }
+        Ok(None) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// The response body of an in-place HTTP/1.1 exchange, read off its connection.
 pub(crate) struct H1Body {
     conn: Option<Box<H1Conn>>,

@@ -103,3 +103,29 @@ pub use cookie::CookieKey;
 pub use error::{ProxyError, ProxyErrorKind};
 pub use service::{Proxy, ProxyBuilder, ProxyResponse, ResponseFuture};
 pub use target::{TargetStatus, UpstreamTarget};
+
+/// Entry points for the fuzz targets in `fuzz/` (not a stable API).
+#[doc(hidden)]
+pub mod fuzzing {
+    /// A response head as the HTTP/1.1 client parsed it.
+    #[derive(Debug)]
+    pub struct ParsedHead {
+        /// The head, without its body.
+        pub response: http::Response<()>,
+        /// How the body is framed: `"done"`, `"length N"`, `"chunked"` or `"eof"`.
+        pub framing: String,
+        /// Whether the connection may carry another request.
+        pub keep_alive: bool,
+        /// How many bytes the head (interim heads included) took.
+        pub used: usize,
+    }
+
+    /// Parses a response head off the front of `bytes` as the HTTP/1.1 client does
+    /// (`head_request`: the answer to a `HEAD`); `Ok(None)` if more bytes are needed.
+    pub fn parse_response_head(
+        bytes: &[u8],
+        head_request: bool,
+    ) -> Result<Option<ParsedHead>, String> {
+        crate::conn::fuzz_parse_head(bytes, head_request)
+    }
+}
