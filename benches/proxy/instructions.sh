@@ -20,6 +20,8 @@
 # (the syscalls, which strace shows to be the same for all) is not counted.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=benches/proxy/nginx.sh
+. benches/proxy/nginx.sh
 N="${N:-1000}"
 SMALL=$((N / 5))
 PROCESS="${PROCESS:-1}"
@@ -58,39 +60,7 @@ UP_PORT=28180 PX_PORT=28181
 "$BIN" upstream "127.0.0.1:$UP_PORT" 1 >"$WORK/upstream.log" 2>&1 &
 UP_PID=$!
 trap 'kill "$UP_PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT
-mkdir -p "$WORK/nginx"
-cat >"$WORK/nginx.conf" <<EOF
-worker_processes 1;
-master_process off;
-daemon off;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/nginx/body;
-    proxy_temp_path $WORK/nginx/proxy;
-    fastcgi_temp_path $WORK/nginx/fastcgi;
-    uwsgi_temp_path $WORK/nginx/uwsgi;
-    scgi_temp_path $WORK/nginx/scgi;
-    upstream backend {
-        server 127.0.0.1:$UP_PORT;
-        keepalive 256;
-    }
-    server {
-        listen 127.0.0.1:$PX_PORT;
-        location / {
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_buffering off;
-        }
-    }
-}
-EOF
+nginx_conf "$WORK" "$UP_PORT" "$PX_PORT" 1 single >"$WORK/nginx.conf"
 wait_port() {
     for _ in $(seq 1 300); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi

@@ -22,6 +22,8 @@
 # available and the machine has at least 2 CPUs). Everything is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=benches/proxy/nginx.sh
+. benches/proxy/nginx.sh
 
 DURATION="${DURATION:-5}"          # seconds per run
 ROUNDS="${ROUNDS:-3}"              # alternating rounds
@@ -77,37 +79,7 @@ pin_bg "$PROXY_CPUS" "$BIN" gateway "127.0.0.1:$GATEWAY_PORT" "127.0.0.1:$UPSTRE
 pin_bg "$PROXY_CPUS" "$BIN" bare "127.0.0.1:$BARE_PORT" "127.0.0.1:$UPSTREAM_PORT" "$PROXY_THREADS" >"$WORK/bare.log" 2>&1 & PIDS+=($!)
 pin_bg "$PROXY_CPUS" "$BIN" intask "127.0.0.1:$INTASK_PORT" "127.0.0.1:$UPSTREAM_PORT" "$PROXY_THREADS" >"$WORK/intask.log" 2>&1 & PIDS+=($!)
 
-mkdir -p "$WORK/nginx/logs"
-cat >"$WORK/nginx.conf" <<EOF
-worker_processes $PROXY_THREADS;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/nginx/body;
-    proxy_temp_path $WORK/nginx/proxy;
-    fastcgi_temp_path $WORK/nginx/fastcgi;
-    uwsgi_temp_path $WORK/nginx/uwsgi;
-    scgi_temp_path $WORK/nginx/scgi;
-    upstream backend {
-        server 127.0.0.1:$UPSTREAM_PORT;
-        keepalive 256;
-    }
-    server {
-        listen 127.0.0.1:$NGINX_PORT;
-        location / {
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_buffering off;
-        }
-    }
-}
-EOF
+nginx_conf "$WORK" "$UPSTREAM_PORT" "$NGINX_PORT" "$PROXY_THREADS" >"$WORK/nginx.conf"
 pin_bg "$PROXY_CPUS" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx.conf" -g 'daemon off;' >"$WORK/nginx.log" 2>&1 & PIDS+=($!)
 
 wait_port() {

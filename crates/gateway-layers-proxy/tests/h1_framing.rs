@@ -14,20 +14,18 @@ use std::{
     collections::VecDeque,
     future::Future,
     net::SocketAddr,
-    pin::Pin,
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
-    task::{Context, Poll},
     time::Duration,
 };
 
 use bytes::Bytes;
-use common::request;
+use common::{ChannelBody, request};
 use gateway_layers_proxy::{Proxy, ProxyError, ProxyErrorKind, ProxyResponse};
 use http::{HeaderMap, Method, Request, StatusCode};
-use http_body::{Body, Frame};
+use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -351,23 +349,6 @@ fn assert_bad_gateway(response: &ProxyResponse) {
         .get::<ProxyError>()
         .expect("the proxy's own rejection");
     assert_eq!(error.kind(), ProxyErrorKind::Connect);
-}
-
-/// A request body of unknown length fed by a channel.
-struct ChannelBody(mpsc::Receiver<Bytes>);
-
-impl Body for ChannelBody {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|c| Ok(Frame::data(c))))
-    }
 }
 
 const OK_HELLO: &str = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";

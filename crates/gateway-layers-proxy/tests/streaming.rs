@@ -3,17 +3,11 @@
 
 mod common;
 
-use std::{
-    pin::Pin,
-    task::{Context, Poll},
-};
-
 use bytes::Bytes;
-use common::{FNV_OFFSET, Generator, fnv1a_update};
+use common::{ChannelBody, FNV_OFFSET, Generator, fnv1a_update};
 use gateway_layers_proxy::Proxy;
 use gateway_layers_test_support::{MockUpstream, Reply, fnv1a};
 use http::{Request, Response};
-use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -104,23 +98,6 @@ async fn sixty_four_mib_each_way_with_flat_memory() {
             grown_mib < 40,
             "peak memory grew by {grown_mib} MiB while streaming 64 MiB each way"
         );
-    }
-}
-
-/// A request body fed by a channel.
-struct ChannelBody(mpsc::Receiver<Bytes>);
-
-impl Body for ChannelBody {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|c| Ok(Frame::data(c))))
     }
 }
 

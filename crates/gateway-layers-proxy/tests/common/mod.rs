@@ -95,3 +95,20 @@ pub fn fnv1a_update(mut hash: u64, bytes: &[u8]) -> u64 {
 }
 
 pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// A request body fed by a channel (ends when the sender is dropped).
+pub struct ChannelBody(pub tokio::sync::mpsc::Receiver<Bytes>);
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|c| Ok(Frame::data(c))))
+    }
+}

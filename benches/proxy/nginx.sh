@@ -1,0 +1,42 @@
+# Sourced by load.sh and instructions.sh: nginx as a plain reverse proxy with upstream
+# keepalive, set up as the proxies under test are (X-Forwarded-For/-Proto, Host kept,
+# no buffering).
+#
+#   nginx_conf DIR UPSTREAM_PORT LISTEN_PORT WORKERS [single]  > DIR/nginx.conf
+#
+# `single`: one process (`master_process off`), for callgrind.
+nginx_conf() {
+    local dir="$1" upstream="$2" listen="$3" workers="$4" single="${5:-}"
+    mkdir -p "$dir/nginx/logs"
+    echo "worker_processes $workers;"
+    if [ "$single" = single ]; then echo "master_process off;"; echo "daemon off;"; fi
+    cat <<EOF
+pid $dir/nginx.pid;
+error_log $dir/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $dir/nginx/body;
+    proxy_temp_path $dir/nginx/proxy;
+    fastcgi_temp_path $dir/nginx/fastcgi;
+    uwsgi_temp_path $dir/nginx/uwsgi;
+    scgi_temp_path $dir/nginx/scgi;
+    upstream backend {
+        server 127.0.0.1:$upstream;
+        keepalive 256;
+    }
+    server {
+        listen 127.0.0.1:$listen;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_buffering off;
+        }
+    }
+}
+EOF
+}
