@@ -1003,7 +1003,16 @@ impl Future for Exchange {
                     if conn.sending.is_some() {
                         let _ = conn.poll_send(cx);
                     }
-                    match ready!(conn.poll_head(cx, &this.parts.method)) {
+                    // The client's body failed (or did not match its length): the
+                    // request cannot be completed, so no answer is waited for. A
+                    // failed write is different: the upstream may have answered early
+                    // and closed, so its answer is still read.
+                    let head = if matches!(conn.send_error, Some(H1Error::RequestBody(_))) {
+                        Err(conn.send_error.take().expect("matched"))
+                    } else {
+                        ready!(conn.poll_head(cx, &this.parts.method))
+                    };
+                    match head {
                         Ok((response, framing, keep_alive)) => {
                             let Step::Exchanging { conn, .. } =
                                 std::mem::replace(&mut this.step, Step::Done)

@@ -903,3 +903,68 @@ async fn an_early_answer_to_an_unfinished_upload_is_passed_on() {
     })
     .await;
 }
+
+/// Bytes after a complete response that nobody asked for: the response stands, but
+/// the connection is not trusted with the next request.
+#[tokio::test]
+async fn bytes_left_over_after_a_response_close_the_connection() {
+    within(async {
+        let upstream = RawUpstream::start([
+            reply(format!(
+                "{OK_HELLO}HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil"
+            )),
+            reply(OK_HELLO),
+        ])
+        .await;
+        let proxy = upstream.proxy();
+        assert_eq!(
+            get_body(&proxy, "/first").await,
+            (StatusCode::OK, Bytes::from("hello"))
+        );
+        // Not the smuggled `evil` answer: a fresh connection and the upstream's reply.
+        next_is_hello(&proxy).await;
+        assert_eq!(upstream.connections(), 2);
+    })
+    .await;
+}
+
+/// A request body shorter than the `Content-Length` it was sent with is an error on
+/// the proxy's side (a 502), not a hang, and that connection is not reused.
+#[tokio::test]
+async fn a_request_body_shorter_than_its_length_is_a_502() {
+    within(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let server = tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    // Reads whatever comes and answers each complete head of a GET.
+                    let mut buf = Vec::new();
+                    while read_more(&mut stream, &mut buf).await {
+                        if let Some(end) = find(&buf, b"\r\n\r\n")
+                            && buf.starts_with(b"GET")
+                        {
+                            buf.drain(..end + 4);
+                            let _ = stream.write_all(OK_HELLO.as_bytes()).await;
+                        }
+                    }
+                });
+            }
+        });
+        let proxy = Proxy::new([format!("http://{addr}")]).unwrap();
+        let short = Request::post("/upload")
+            .header("host", "gateway.example")
+            .header("content-length", "10")
+            .body(Full::new(Bytes::from_static(b"four")))
+            .unwrap();
+        assert_bad_gateway(&send(&proxy, short).await);
+        next_is_hello(&proxy).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        server.abort();
+    })
+    .await;
+}
