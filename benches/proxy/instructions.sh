@@ -20,8 +20,8 @@
 # (the syscalls, which strace shows to be the same for all) is not counted.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-# shellcheck source=benches/proxy/nginx.sh
-. benches/proxy/nginx.sh
+# shellcheck source=benches/proxy/common.sh
+. benches/proxy/common.sh
 N="${N:-1000}"
 SMALL=$((N / 5))
 PROCESS="${PROCESS:-1}"
@@ -61,13 +61,6 @@ UP_PORT=28180 PX_PORT=28181
 UP_PID=$!
 trap 'kill "$UP_PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 nginx_conf "$WORK" "$UP_PORT" "$PX_PORT" 1 single >"$WORK/nginx.conf"
-wait_port() {
-    for _ in $(seq 1 300); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "port $1 did not open" >&2; cat "$WORK"/*.log >&2; exit 1
-}
 wait_port "$UP_PORT"
 process() { # which -> instructions per request in the proxy process
     local which="$1" pid total

@@ -22,8 +22,8 @@
 # available and the machine has at least 2 CPUs). Everything is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-# shellcheck source=benches/proxy/nginx.sh
-. benches/proxy/nginx.sh
+# shellcheck source=benches/proxy/common.sh
+. benches/proxy/common.sh
 
 DURATION="${DURATION:-5}"          # seconds per run
 ROUNDS="${ROUNDS:-3}"              # alternating rounds
@@ -82,13 +82,6 @@ pin_bg "$PROXY_CPUS" "$BIN" intask "127.0.0.1:$INTASK_PORT" "127.0.0.1:$UPSTREAM
 nginx_conf "$WORK" "$UPSTREAM_PORT" "$NGINX_PORT" "$PROXY_THREADS" >"$WORK/nginx.conf"
 pin_bg "$PROXY_CPUS" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx.conf" -g 'daemon off;' >"$WORK/nginx.log" 2>&1 & PIDS+=($!)
 
-wait_port() {
-    for _ in $(seq 1 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "port $1 did not open" >&2; cat "$WORK"/*.log >&2; exit 1
-}
 for port in $UPSTREAM_PORT $GATEWAY_PORT $BARE_PORT $NGINX_PORT $INTASK_PORT; do wait_port "$port"; done
 if command -v curl >/dev/null 2>&1; then
     for port in $GATEWAY_PORT $BARE_PORT $NGINX_PORT $INTASK_PORT; do

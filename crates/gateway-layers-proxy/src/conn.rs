@@ -60,7 +60,7 @@ use http_body_util::{BodyExt as _, combinators::UnsyncBoxBody};
 use tokio::{io::AsyncWrite, net::TcpStream, time::Instant};
 
 use crate::{
-    forward::{Appended, ForwardedFor},
+    forward::{Appended, ForwardedFor, lists_token},
     target::{TargetInfo, TargetState},
 };
 
@@ -330,14 +330,18 @@ fn next_frame(
             }
             Err(frame) => {
                 // Trailers go out with a chunked body; a length-delimited one has no
-                // place for them.
-                if let (Ok(trailers), Framing::Chunked(_)) =
-                    (frame.into_trailers(), sending.framing)
-                {
-                    write.extend_from_slice(b"0\r\n");
-                    put_fields(write, &trailers);
-                    write.extend_from_slice(b"\r\n");
-                    sending.framing = Framing::Done;
+                // place for them (said in a debug event, not silently).
+                match (frame.into_trailers(), sending.framing) {
+                    (Ok(trailers), Framing::Chunked(_)) => {
+                        write.extend_from_slice(b"0\r\n");
+                        put_fields(write, &trailers);
+                        write.extend_from_slice(b"\r\n");
+                        sending.framing = Framing::Done;
+                    }
+                    (Ok(trailers), _) => {
+                        tracing::debug!(name: "proxy.request.trailers_dropped", fields = trailers.len(), "request trailers dropped: the body is sent with a Content-Length");
+                    }
+                    (Err(_), _) => {}
                 }
                 Ok(())
             }
@@ -468,13 +472,6 @@ fn add_lengths(value: &[u8], length: &mut Option<u64>) -> bool {
         *length = Some(n);
     }
     true
-}
-
-/// Whether a comma-separated value lists `token` (case-insensitive).
-fn lists_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// Parses a final response head off the front of `read` (interim 1xx heads are

@@ -849,41 +849,53 @@ async fn chunked_and_content_length_connection_is_not_reused() {
     .await;
 }
 
+/// A loopback server that runs `handle(stream, n)` for its `n`-th accepted connection
+/// (from 0); returns its address and its accept count. Stops when the test's runtime
+/// does.
+async fn scripted_server<F, Fut>(handle: F) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    F: Fn(TcpStream, usize) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(handle(stream, n));
+        }
+    });
+    (addr, accepted)
+}
+
 /// An upstream that answers before it has read the request body (a 413 for an
 /// upload it will not take) gets its answer through, while the client's body is
 /// still open; the connection is not pooled.
 #[tokio::test]
 async fn an_early_answer_to_an_unfinished_upload_is_passed_on() {
     within(async {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let counter = accepted.clone();
-        let server = tokio::spawn(async move {
-            loop {
-                let (mut stream, _) = listener.accept().await.unwrap();
-                let n = counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    while find(&buf, b"\r\n\r\n").is_none() {
-                        if !read_more(&mut stream, &mut buf).await {
-                            return;
-                        }
-                    }
-                    let answer: &[u8] = if n == 0 {
-                        b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\n\r\ntoo big!"
-                    } else {
-                        OK_HELLO.as_bytes()
-                    };
-                    // Answer, then keep reading (and dropping) what arrives, as a
-                    // server draining an upload it rejected would.
-                    let _ = stream.write_all(answer).await;
-                    while read_more(&mut stream, &mut buf).await {
-                        buf.clear();
-                    }
-                });
+        let (addr, accepted) = scripted_server(|mut stream, n| async move {
+            let mut buf = Vec::new();
+            while find(&buf, b"\r\n\r\n").is_none() {
+                if !read_more(&mut stream, &mut buf).await {
+                    return;
+                }
             }
-        });
+            let answer: &[u8] = if n == 0 {
+                b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\n\r\ntoo big!"
+            } else {
+                OK_HELLO.as_bytes()
+            };
+            // Answer, then keep reading (and dropping) what arrives, as a
+            // server draining an upload it rejected would.
+            let _ = stream.write_all(answer).await;
+            while read_more(&mut stream, &mut buf).await {
+                buf.clear();
+            }
+        })
+        .await;
         let proxy = Proxy::new([format!("http://{addr}")]).unwrap();
         let (tx, rx) = mpsc::channel(4);
         tx.send(Bytes::from(vec![b'x'; 64 * 1024])).await.unwrap();
@@ -899,7 +911,6 @@ async fn an_early_answer_to_an_unfinished_upload_is_passed_on() {
         drop(tx);
         next_is_hello(&proxy).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
-        server.abort();
     })
     .await;
 }
@@ -933,28 +944,19 @@ async fn bytes_left_over_after_a_response_close_the_connection() {
 #[tokio::test]
 async fn a_request_body_shorter_than_its_length_is_a_502() {
     within(async {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let counter = accepted.clone();
-        let server = tokio::spawn(async move {
-            loop {
-                let (mut stream, _) = listener.accept().await.unwrap();
-                counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    // Reads whatever comes and answers each complete head of a GET.
-                    let mut buf = Vec::new();
-                    while read_more(&mut stream, &mut buf).await {
-                        if let Some(end) = find(&buf, b"\r\n\r\n")
-                            && buf.starts_with(b"GET")
-                        {
-                            buf.drain(..end + 4);
-                            let _ = stream.write_all(OK_HELLO.as_bytes()).await;
-                        }
-                    }
-                });
+        let (addr, accepted) = scripted_server(|mut stream, _| async move {
+            // Reads whatever comes and answers each complete head of a GET.
+            let mut buf = Vec::new();
+            while read_more(&mut stream, &mut buf).await {
+                if let Some(end) = find(&buf, b"\r\n\r\n")
+                    && buf.starts_with(b"GET")
+                {
+                    buf.drain(..end + 4);
+                    let _ = stream.write_all(OK_HELLO.as_bytes()).await;
+                }
             }
-        });
+        })
+        .await;
         let proxy = Proxy::new([format!("http://{addr}")]).unwrap();
         let short = Request::post("/upload")
             .header("host", "gateway.example")
@@ -964,7 +966,6 @@ async fn a_request_body_shorter_than_its_length_is_a_502() {
         assert_bad_gateway(&send(&proxy, short).await);
         next_is_hello(&proxy).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
-        server.abort();
     })
     .await;
 }

@@ -1,10 +1,22 @@
-# Sourced by load.sh and instructions.sh: nginx as a plain reverse proxy with upstream
-# keepalive, set up as the proxies under test are (X-Forwarded-For/-Proto, Host kept,
-# no buffering).
+# Sourced by load.sh and instructions.sh.
 #
 #   nginx_conf DIR UPSTREAM_PORT LISTEN_PORT WORKERS [single]  > DIR/nginx.conf
 #
-# `single`: one process (`master_process off`), for callgrind.
+# nginx as a plain reverse proxy with upstream keepalive, set up as the proxies under
+# test are (X-Forwarded-For/-Proto, Host kept, no buffering); `single`: one process
+# (`master_process off`), for callgrind.
+#
+#   wait_port PORT
+#
+# Waits up to 30 s for 127.0.0.1:PORT to accept; else prints $WORK/*.log and exits.
+wait_port() {
+    for _ in $(seq 1 300); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "port $1 did not open" >&2; cat "$WORK"/*.log >&2; exit 1
+}
+
 nginx_conf() {
     local dir="$1" upstream="$2" listen="$3" workers="$4" single="${5:-}"
     mkdir -p "$dir/nginx/logs"
