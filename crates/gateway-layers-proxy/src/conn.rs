@@ -57,7 +57,11 @@ use http::{
 };
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt as _, combinators::UnsyncBoxBody};
-use tokio::{io::AsyncWrite, net::TcpStream, time::Instant};
+use tokio::{
+    io::AsyncWrite,
+    net::TcpStream,
+    time::{Instant, Sleep},
+};
 
 use crate::{
     forward::{Appended, ForwardedFor, lists_token},
@@ -71,6 +75,8 @@ pub(crate) type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
 /// The most header fields in a response head (or trailer section).
 pub(crate) const MAX_HEADERS: usize = 100;
+/// Spare header-map entries in a parsed response (see `parse_head`).
+const RESPONSE_HEADROOM: usize = 8;
 /// The longest chunk-size line (with extensions) accepted in a chunked body.
 const MAX_CHUNK_LINE: usize = 4096;
 /// Read buffer growth per read.
@@ -119,6 +125,8 @@ pub(crate) struct PoolSettings {
     pub(crate) idle_timeout: Duration,
     pub(crate) max_idle: usize,
     pub(crate) connect_timeout: Duration,
+    /// From writing the request until its response head arrives.
+    pub(crate) response_headers: Duration,
 }
 
 /// How a message body is delimited.
@@ -171,6 +179,13 @@ pub(crate) struct H1Conn {
     /// Some response bytes (an interim 1xx included) arrived for this request.
     answered: bool,
     idle_since: Instant,
+    /// The response-header deadline of the request in flight.
+    headers_by: Instant,
+    /// One timer per connection, never later than `headers_by`. It is not moved for
+    /// each request: when it fires before `headers_by` it is set to it and polled
+    /// again, so back-to-back requests cost no timer-wheel work (a timer per request
+    /// is registered and removed each time).
+    timer: Pin<Box<Sleep>>,
     settings: PoolSettings,
 }
 
@@ -277,6 +292,17 @@ impl H1Conn {
             }
             self.answered = true;
         }
+    }
+
+    /// Ready once `headers_by` has passed (see `timer`).
+    fn poll_headers_by(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        while self.timer.as_mut().poll(cx).is_ready() {
+            if self.timer.deadline() >= self.headers_by {
+                return Poll::Ready(());
+            }
+            self.timer.as_mut().reset(self.headers_by);
+        }
+        Poll::Pending
     }
 
     /// Whether an idle connection can no longer be used: the upstream closed it (or
@@ -517,7 +543,9 @@ fn parse_head(read: &mut BytesMut, method: &Method) -> Result<Option<Head>, H1Er
             );
         }
         let head = read.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(count);
+        // Room for the fields layers add on the way back (rate-limit headers, a
+        // request id, `Via`, transforms) without growing and rehashing the map.
+        let mut headers = HeaderMap::with_capacity(count + RESPONSE_HEADROOM);
         // The framing fields, noted while the map is built (no lookups after).
         let (mut length, mut bad_length, mut has_length) = (None, false, false);
         let (mut coded, mut chunked_last) = (false, false);
@@ -885,10 +913,17 @@ impl IdleConns {
     }
 }
 
-/// Opens a connection to `target`.
-async fn connect(target: &TargetInfo, settings: PoolSettings) -> Result<Box<H1Conn>, BoxError> {
-    let stream = match tokio::time::timeout(
-        settings.connect_timeout,
+/// Opens a connection to `target`, giving up at the connect timeout or at
+/// `deadline` (the exchange's total timeout), whichever comes first.
+async fn connect(
+    target: &TargetInfo,
+    settings: PoolSettings,
+    deadline: Option<Instant>,
+) -> Result<Box<H1Conn>, BoxError> {
+    let connect_by = Instant::now() + settings.connect_timeout;
+    let connect_by = deadline.map_or(connect_by, |d| d.min(connect_by));
+    let stream = match tokio::time::timeout_at(
+        connect_by,
         TcpStream::connect(&*target.connect_addr),
     )
     .await
@@ -908,6 +943,10 @@ async fn connect(target: &TargetInfo, settings: PoolSettings) -> Result<Box<H1Co
         send_error: None,
         answered: false,
         idle_since: Instant::now(),
+        headers_by: connect_by,
+        // Not later than any request's deadline on this connection (each is set
+        // after this one), so not moved for the first request.
+        timer: Box::pin(tokio::time::sleep(settings.response_headers)),
         settings,
     }))
 }
@@ -924,6 +963,8 @@ pub(crate) struct Exchange {
     bodiless: bool,
     appended: Appended,
     settings: PoolSettings,
+    /// The total timeout's deadline, if one is set.
+    deadline: Option<Instant>,
     step: Step,
 }
 
@@ -948,6 +989,7 @@ impl Exchange {
         request: Request<UpstreamBody>,
         appended: Appended,
         settings: PoolSettings,
+        deadline: Option<Instant>,
     ) -> Self {
         let (parts, body) = request.into_parts();
         Self {
@@ -957,6 +999,7 @@ impl Exchange {
             body: Some(body),
             appended,
             settings,
+            deadline,
             step: Step::Checkout,
         }
     }
@@ -967,6 +1010,13 @@ impl Exchange {
         });
         start(&mut conn, &self.parts, &self.appended, body)
             .map_err(|e| ConnectError(Box::new(e)))?;
+        // The response-header timeout runs from here (the request is being sent),
+        // bounded by the total timeout.
+        let headers_by = Instant::now() + self.settings.response_headers;
+        conn.headers_by = self.deadline.map_or(headers_by, |d| d.min(headers_by));
+        if conn.timer.deadline() > conn.headers_by {
+            conn.timer.as_mut().reset(conn.headers_by);
+        }
         self.step = Step::Exchanging { conn, reused };
         Ok(())
     }
@@ -987,8 +1037,9 @@ impl Future for Exchange {
                     }
                     None => {
                         let (target, settings) = (this.target.clone(), this.settings);
+                        let deadline = this.deadline;
                         this.step = Step::Connecting(Box::pin(async move {
-                            connect(&target.info, settings).await
+                            connect(&target.info, settings, deadline).await
                         }));
                     }
                 },
@@ -1007,7 +1058,17 @@ impl Future for Exchange {
                     let head = if matches!(conn.send_error, Some(H1Error::RequestBody(_))) {
                         Err(conn.send_error.take().expect("matched"))
                     } else {
-                        ready!(conn.poll_head(cx, &this.parts.method))
+                        match conn.poll_head(cx, &this.parts.method) {
+                            Poll::Ready(head) => head,
+                            Poll::Pending => {
+                                if conn.poll_headers_by(cx).is_ready() {
+                                    // The connection is dropped (closed) with the step.
+                                    this.step = Step::Done;
+                                    return Poll::Ready(Err(Box::new(TimeoutError)));
+                                }
+                                return Poll::Pending;
+                            }
+                        }
                     };
                     match head {
                         Ok((response, framing, keep_alive)) => {
@@ -1060,11 +1121,12 @@ mod tests {
             idle_timeout: Duration::from_secs(3600),
             max_idle: 8,
             connect_timeout: Duration::from_secs(5),
+            response_headers: Duration::from_secs(60),
         };
         let pool = IdleConns::default();
         let (first, second) = (
-            connect(&target, settings).await.unwrap(),
-            connect(&target, settings).await.unwrap(),
+            connect(&target, settings, None).await.unwrap(),
+            connect(&target, settings, None).await.unwrap(),
         );
         let (server_first, _) = listener.accept().await.unwrap();
         let (server_second, _) = listener.accept().await.unwrap();
@@ -1095,11 +1157,12 @@ mod tests {
             idle_timeout: Duration::from_secs(3600),
             max_idle: 2,
             connect_timeout: Duration::from_secs(5),
+            response_headers: Duration::from_secs(60),
         };
         let pool = IdleConns::default();
         let mut server_sides = Vec::new();
         for _ in 0..3 {
-            let conn = connect(&target, settings).await.unwrap();
+            let conn = connect(&target, settings, None).await.unwrap();
             server_sides.push(listener.accept().await.unwrap());
             pool.checkin(conn);
         }

@@ -8,7 +8,7 @@ use std::{
         Arc, PoisonError, RwLock, Weak,
         atomic::{AtomicUsize, Ordering},
     },
-    task::{Context, Poll},
+    task::{Context, Poll, ready},
     time::Duration,
 };
 
@@ -331,30 +331,36 @@ where
         if metrics::enabled() {
             metrics::counter("gateway.proxy.requests", 1, &[("target", target.label())]);
         }
-        // The clock is read only when something needs the start time; the header
-        // timeout alone is a relative sleep.
+        // The clock is read only when something needs the start time. The in-place
+        // client keeps a response-header timer per connection and starts it when
+        // the request is sent; hyper-util's path gets a sleep of its own here.
         let timeouts = shared.timeouts;
         let start = (timeouts.total.is_some() || metrics::enabled()).then(Instant::now);
-        let timeout = match (start, timeouts.total) {
-            (Some(start), Some(total)) => {
-                tokio::time::sleep_until(start + timeouts.response_headers.min(total))
-            }
-            _ => tokio::time::sleep(timeouts.response_headers),
-        };
+        let total_deadline = start
+            .zip(timeouts.total)
+            .map(|(start, total)| start + total);
         let future = if direct {
-            Upstream::Direct(conn::Exchange::new(
-                target.clone(),
-                request,
-                appended,
-                shared.pool,
-            ))
+            Upstream::Direct {
+                future: conn::Exchange::new(
+                    target.clone(),
+                    request,
+                    appended,
+                    shared.pool,
+                    total_deadline,
+                ),
+            }
         } else {
-            Upstream::Pooled(shared.client(target.info.protocol).request(request))
+            let header_deadline = Instant::now() + timeouts.response_headers;
+            Upstream::Pooled {
+                future: shared.client(target.info.protocol).request(request),
+                timeout: tokio::time::sleep_until(
+                    total_deadline.map_or(header_deadline, |d| d.min(header_deadline)),
+                ),
+            }
         };
         ResponseFuture {
             kind: Kind::Upstream {
                 future,
-                timeout,
                 state: Some(Exchange {
                     shared: self.shared.clone(),
                     in_flight: InFlight::new(target),
@@ -509,35 +515,51 @@ pin_project! {
     enum Kind {
         Done { response: Option<ProxyResponse> },
         Upstream {
-            future: Upstream,
             #[pin]
-            timeout: Sleep,
+            future: Upstream,
             state: Option<Exchange>,
         },
     }
 }
 
-/// The upstream exchange: the in-place HTTP/1.1 client or hyper-util's.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "the in-place exchange is the common case: kept inline, not boxed per request"
-)]
-enum Upstream {
-    Direct(conn::Exchange),
-    Pooled(hyper_util::client::legacy::ResponseFuture),
+pin_project! {
+    /// The upstream exchange: the in-place HTTP/1.1 client (which times itself) or
+    /// hyper-util's with its response-header timeout.
+    #[project = UpstreamProj]
+    enum Upstream {
+        Direct { future: conn::Exchange },
+        Pooled {
+            future: hyper_util::client::legacy::ResponseFuture,
+            #[pin]
+            timeout: Sleep,
+        },
+    }
+}
+
+/// What polling [`Upstream`] gave.
+enum Polled {
+    Response(Result<Response<Inner>, BoxError>),
+    /// hyper-util's exchange ran past its response-header deadline.
+    TimedOut,
 }
 
 impl Upstream {
     #[inline]
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Response<Inner>, BoxError>> {
-        match self {
-            Self::Direct(future) => Pin::new(future)
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Polled> {
+        match self.project() {
+            UpstreamProj::Direct { future } => Pin::new(future)
                 .poll(cx)
-                .map(|r| r.map(|response| response.map(Inner::Direct))),
-            Self::Pooled(future) => Pin::new(future).poll(cx).map(|r| {
-                r.map(|response| response.map(Inner::Hyper))
-                    .map_err(Into::into)
-            }),
+                .map(|r| Polled::Response(r.map(|response| response.map(Inner::Direct)))),
+            UpstreamProj::Pooled { future, timeout } => match Pin::new(future).poll(cx) {
+                Poll::Ready(r) => Poll::Ready(Polled::Response(
+                    r.map(|response| response.map(Inner::Hyper))
+                        .map_err(Into::into),
+                )),
+                Poll::Pending => match timeout.poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Polled::TimedOut),
+                    Poll::Pending => Poll::Pending,
+                },
+            },
         }
     }
 }
@@ -566,25 +588,13 @@ impl Future for ResponseFuture {
             KindProj::Done { response } => {
                 Poll::Ready(Ok(response.take().expect("polled after completion")))
             }
-            KindProj::Upstream {
-                future,
-                timeout,
-                state,
-            } => {
-                let result = match future.poll(cx) {
-                    Poll::Ready(result) => result,
-                    Poll::Pending => {
-                        if timeout.poll(cx).is_ready() {
-                            let exchange = state.take().expect("polled after completion");
-                            return Poll::Ready(Ok(exchange.timed_out()));
-                        }
-                        return Poll::Pending;
-                    }
-                };
+            KindProj::Upstream { future, state } => {
+                let polled = ready!(future.poll(cx));
                 let exchange = state.take().expect("polled after completion");
-                Poll::Ready(Ok(match result {
-                    Ok(response) => exchange.respond(response),
-                    Err(error) => exchange.failed(error),
+                Poll::Ready(Ok(match polled {
+                    Polled::Response(Ok(response)) => exchange.respond(response),
+                    Polled::Response(Err(error)) => exchange.failed(error),
+                    Polled::TimedOut => exchange.timed_out(),
                 }))
             }
         }
@@ -945,6 +955,7 @@ impl ProxyBuilder {
                 idle_timeout: self.pool.idle_timeout,
                 max_idle: self.pool.max_idle_per_target,
                 connect_timeout: self.timeouts.connect,
+                response_headers: self.timeouts.response_headers,
             },
             responder: self.responder,
             classifier: self.classifier,

@@ -969,3 +969,63 @@ async fn a_request_body_shorter_than_its_length_is_a_502() {
     })
     .await;
 }
+
+/// The response-header timeout of a pooled connection: a connection that sat idle
+/// past the timeout is reused without a false timeout, answers slower than nothing
+/// but faster than the timeout come through, and one that never comes is a 504
+/// (not before the timeout) after which the connection is not reused.
+#[tokio::test]
+async fn response_header_timeout_on_a_reused_connection() {
+    within(async {
+        let (addr, accepted) = scripted_server(|mut stream, _| async move {
+            let mut buf = Vec::new();
+            while let Some((head, _, _)) = read_request(&mut stream, &mut buf).await {
+                let line = String::from_utf8_lossy(&head).into_owned();
+                if line.starts_with("GET /hang ") {
+                    // Never answers; holds the connection until the proxy drops it.
+                    while read_more(&mut stream, &mut buf).await {}
+                    return;
+                }
+                if line.starts_with("GET /slow ") {
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                }
+                if stream.write_all(OK_HELLO.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        let timeout = Duration::from_millis(400);
+        let proxy = Proxy::builder()
+            .target(format!("http://{addr}"))
+            .response_header_timeout(timeout)
+            .build()
+            .unwrap();
+        assert_eq!(get_body(&proxy, "/fast").await.0, StatusCode::OK);
+        // Idle for longer than the timeout: the connection's timer has fired.
+        tokio::time::sleep(timeout + Duration::from_millis(200)).await;
+        for _ in 0..3 {
+            assert_eq!(
+                get_body(&proxy, "/slow").await,
+                (StatusCode::OK, Bytes::from("hello"))
+            );
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one pooled connection");
+
+        let started = tokio::time::Instant::now();
+        let response = get(&proxy, "/hang").await;
+        assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert!(
+            started.elapsed() >= timeout,
+            "timed out before the deadline"
+        );
+        assert_eq!(
+            response.extensions().get::<ProxyError>().unwrap().kind(),
+            ProxyErrorKind::Timeout
+        );
+        // The timed-out connection was closed; the next request opens another.
+        assert_eq!(get_body(&proxy, "/fast").await.0, StatusCode::OK);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    })
+    .await;
+}
