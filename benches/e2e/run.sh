@@ -30,6 +30,8 @@
 # processes started here are stopped on exit (trap).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=benches/proxy/common.sh
+. benches/proxy/common.sh
 HERE="benches/e2e"
 
 DURATION="${DURATION:-10}"          # seconds per measured run
@@ -132,13 +134,6 @@ sed -e "s|@WORK@|$WORK|g" -e "s/@PROXY_THREADS@/$PROXY_THREADS/g" \
     "$HERE/nginx.conf.template" >"$WORK/nginx.conf"
 "${ON_PROXY[@]}" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx.conf" -g 'daemon off;' >"$WORK/nginx.log" 2>&1 & NGINX_PID=$!; PIDS+=($NGINX_PID)
 
-wait_port() {
-    for _ in $(seq 1 150); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "port $1 did not open" >&2; tail -n 20 "$WORK"/*.log >&2; exit 1
-}
 for port in $UPSTREAM_PORT $GATEWAY_PORT $BARE_PORT $NGINX_PORT $ADMIN_PORT; do wait_port "$port"; done
 
 # --- sanity: every system answers 2xx; the gateway's stack is really on ----------------
@@ -161,8 +156,7 @@ to_us() { # wrk duration (e.g. 1.23ms) -> microseconds
         if (u == "us") print n; else if (u == "ms") print n * 1000; else if (u == "s") print n * 1000000; else print n;
     }'
 }
-# CPU time (user+system, clock ticks) of a system's processes: on a shared machine the
-# CPU cost per request is steadier than req/s, which depends on the CPU share we get.
+# CPU time of a system's processes (cpu_ticks, common.sh).
 TCK="$(getconf CLK_TCK)"
 pids_of() { # name -> pids (nginx: master and its workers)
     case $1 in
@@ -170,14 +164,6 @@ pids_of() { # name -> pids (nginx: master and its workers)
         bare) echo "$BARE_PID" ;;
         gateway) echo "$GATEWAY_PID" ;;
     esac
-}
-cpu_ticks() { # pids... -> utime+stime
-    local total=0 pid t
-    for pid in "$@"; do
-        t="$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13}')"
-        total=$((total + ${t:-0}))
-    done
-    echo "$total"
 }
 port_of() { case $1 in nginx) echo "$NGINX_PORT" ;; bare) echo "$BARE_PORT" ;; gateway) echo "$GATEWAY_PORT" ;; esac; }
 run() { # name seconds -> "rps p50_us p99_us cpu_us_per_request"

@@ -1,4 +1,4 @@
-# Sourced by load.sh and instructions.sh.
+# Sourced by load.sh, instructions.sh and ../e2e/run.sh.
 #
 #   nginx_conf DIR UPSTREAM_PORT LISTEN_PORT WORKERS [single]  > DIR/nginx.conf
 #
@@ -9,6 +9,21 @@
 #   wait_port PORT
 #
 # Waits up to 30 s for 127.0.0.1:PORT to accept; else prints $WORK/*.log and exits.
+#
+#   cpu_ticks PID...
+#
+# CPU time (user + system, all threads, in clock ticks of `getconf CLK_TCK`) the
+# processes have used: on a shared machine the CPU cost per request is steadier than
+# req/s, which depends on the CPU share each process gets.
+cpu_ticks() {
+    local total=0 pid t
+    for pid in "$@"; do
+        t="$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13}')"
+        total=$((total + ${t:-0}))
+    done
+    echo "$total"
+}
+
 wait_port() {
     for _ in $(seq 1 300); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi

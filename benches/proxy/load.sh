@@ -13,9 +13,11 @@
 #     the design `Proxy` uses for HTTP/1.1)          :18084
 #   - nginx as a plain reverse proxy, keepalive      :18083
 # and measures each proxy with wrk (installed with apt-get if missing) in alternating
-# runs: round 1 nginx, bare, intask, gateway; round 2 the same; ... It prints per-run numbers,
-# the median requests/s and p99 of each, and the ratios gateway/nginx and gateway/bare
-# (throughput: higher is better; p99 ratio = other p99 / gateway p99, higher is better).
+# runs (odd rounds nginx, gateway, bare, intask; even rounds the reverse). It prints per-run numbers,
+# the median requests/s, p99 and CPU time per request (user + system of the proxy's
+# processes during the run) of each, and the ratios gateway/nginx and gateway/bare
+# (throughput: higher is better; p99 ratio = other p99 / gateway p99, higher is better;
+# CPU per request: lower is better, and steadier than req/s on a shared machine).
 #
 # Fairness: each proxy gets PROXY_THREADS worker threads (nginx: worker processes) and
 # is pinned to PROXY_CPUS; the upstream and wrk share LOADGEN_CPUS (taskset, when
@@ -75,12 +77,13 @@ cleanup() {
 trap cleanup EXIT
 
 pin_bg "$LOADGEN_CPUS" "$BIN" upstream "127.0.0.1:$UPSTREAM_PORT" "$UPSTREAM_THREADS" >"$WORK/upstream.log" 2>&1 & PIDS+=($!)
-pin_bg "$PROXY_CPUS" "$BIN" gateway "127.0.0.1:$GATEWAY_PORT" "127.0.0.1:$UPSTREAM_PORT" "$PROXY_THREADS" >"$WORK/gateway.log" 2>&1 & PIDS+=($!)
-pin_bg "$PROXY_CPUS" "$BIN" bare "127.0.0.1:$BARE_PORT" "127.0.0.1:$UPSTREAM_PORT" "$PROXY_THREADS" >"$WORK/bare.log" 2>&1 & PIDS+=($!)
-pin_bg "$PROXY_CPUS" "$BIN" intask "127.0.0.1:$INTASK_PORT" "127.0.0.1:$UPSTREAM_PORT" "$PROXY_THREADS" >"$WORK/intask.log" 2>&1 & PIDS+=($!)
+declare -A PID
+pin_bg "$PROXY_CPUS" "$BIN" gateway "127.0.0.1:$GATEWAY_PORT" "127.0.0.1:$UPSTREAM_PORT" "$PROXY_THREADS" >"$WORK/gateway.log" 2>&1 & PIDS+=($!); PID[gateway]=$!
+pin_bg "$PROXY_CPUS" "$BIN" bare "127.0.0.1:$BARE_PORT" "127.0.0.1:$UPSTREAM_PORT" "$PROXY_THREADS" >"$WORK/bare.log" 2>&1 & PIDS+=($!); PID[bare]=$!
+pin_bg "$PROXY_CPUS" "$BIN" intask "127.0.0.1:$INTASK_PORT" "127.0.0.1:$UPSTREAM_PORT" "$PROXY_THREADS" >"$WORK/intask.log" 2>&1 & PIDS+=($!); PID[intask]=$!
 
 nginx_conf "$WORK" "$UPSTREAM_PORT" "$NGINX_PORT" "$PROXY_THREADS" >"$WORK/nginx.conf"
-pin_bg "$PROXY_CPUS" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx.conf" -g 'daemon off;' >"$WORK/nginx.log" 2>&1 & PIDS+=($!)
+pin_bg "$PROXY_CPUS" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx.conf" -g 'daemon off;' >"$WORK/nginx.log" 2>&1 & PIDS+=($!); PID[nginx]=$!
 
 for port in $UPSTREAM_PORT $GATEWAY_PORT $BARE_PORT $NGINX_PORT $INTASK_PORT; do wait_port "$port"; done
 if command -v curl >/dev/null 2>&1; then
@@ -96,13 +99,20 @@ to_us() {
         if (u == "us") print n; else if (u == "ms") print n * 1000; else if (u == "s") print n * 1000000; else print n;
     }'
 }
-run() { # name port -> "rps p99_us"
-    local out rps p99
+TCK="$(getconf CLK_TCK)"
+pids_of() { # name -> the proxy's pids (nginx: master and workers)
+    echo "${PID[$1]} $(cat /proc/"${PID[$1]}"/task/*/children 2>/dev/null)"
+}
+run() { # name port -> "rps p99_us cpu_us_per_request"
+    local out rps p99 before after reqs
+    before="$(cpu_ticks $(pids_of "$1"))"
     out="$(pin "$LOADGEN_CPUS" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$2/bench")"
+    after="$(cpu_ticks $(pids_of "$1"))"
     rps="$(echo "$out" | awk '/Requests\/sec/ {print $2}')"
     p99="$(to_us "$(echo "$out" | awk '$1 == "99%" {print $2}')")"
+    reqs="$(echo "$out" | awk '/requests in/ {print $1}')"
     if echo "$out" | grep -q 'Non-2xx'; then echo "$1: non-2xx responses!" >&2; echo "$out" >&2; fi
-    echo "$rps $p99"
+    echo "$rps $p99 $(awk -v t="$((after - before))" -v k="$TCK" -v r="$reqs" 'BEGIN {printf "%.2f", t / k * 1e6 / r}')"
 }
 
 # Warm-up (connections, pools), not counted.
@@ -110,30 +120,48 @@ for port in $NGINX_PORT $BARE_PORT $INTASK_PORT $GATEWAY_PORT; do
     pin "$LOADGEN_CPUS" wrk -t1 -c"$CONNECTIONS" -d1s "http://127.0.0.1:$port/warm" >/dev/null
 done
 
-declare -A RPS P99
+# Order: odd rounds nginx, gateway, bare, intask; even rounds the reverse, so nginx
+# and gateway always run next to each other and a slow drift of the machine favours
+# neither. Each round also gives a paired ratio gateway/nginx (two adjacent runs);
+# their median is less exposed to the machine's swings than a ratio of medians.
+declare -A RPS P99 CPU
+PAIRED=""
 for round in $(seq 1 "$ROUNDS"); do
-    for name in nginx bare intask gateway; do
+    if [ $((round % 2)) -eq 1 ]; then order="nginx gateway bare intask"; else order="intask bare gateway nginx"; fi
+    declare -A THIS=()
+    for name in $order; do
         case $name in nginx) port=$NGINX_PORT ;; bare) port=$BARE_PORT ;; intask) port=$INTASK_PORT ;; gateway) port=$GATEWAY_PORT ;; esac
-        read -r rps p99 < <(run "$name" "$port")
-        printf 'round %d  %-8s %10.0f req/s   p99 %8.0f us\n' "$round" "$name" "$rps" "$p99"
+        read -r rps p99 cpu < <(run "$name" "$port")
+        printf 'round %d  %-8s %10.0f req/s   p99 %8.0f us   cpu %6.2f us/req\n' "$round" "$name" "$rps" "$p99" "$cpu"
         RPS[$name]+="$rps "
         P99[$name]+="$p99 "
+        CPU[$name]+="$cpu "
+        THIS[$name]="$rps"
     done
+    PAIRED+="$(awk -v g="${THIS[gateway]}" -v n="${THIS[nginx]}" 'BEGIN {printf "%.3f", g / n}') "
 done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
-declare -A MR MP
+declare -A MR MP MC
 for name in nginx bare intask gateway; do
     MR[$name]="$(echo "${RPS[$name]}" | median)"
     MP[$name]="$(echo "${P99[$name]}" | median)"
+    MC[$name]="$(echo "${CPU[$name]}" | median)"
 done
 echo
 echo "median of $ROUNDS alternating runs (${DURATION}s each, $CONNECTIONS connections, $PROXY_THREADS proxy thread(s)):"
 for name in nginx bare intask gateway; do
-    printf '  %-8s %10.0f req/s   p99 %8.0f us\n' "$name" "${MR[$name]}" "${MP[$name]}"
+    printf '  %-8s %10.0f req/s   p99 %8.0f us   cpu %6.2f us/req\n' "$name" "${MR[$name]}" "${MP[$name]}" "${MC[$name]}"
 done
 awk -v g="${MR[gateway]}" -v n="${MR[nginx]}" -v b="${MR[bare]}" -v i="${MR[intask]}" \
-    -v gp="${MP[gateway]}" -v np="${MP[nginx]}" -v bp="${MP[bare]}" 'BEGIN {
+    -v gp="${MP[gateway]}" -v np="${MP[nginx]}" -v bp="${MP[bare]}" \
+    -v gc="${MC[gateway]}" -v nc="${MC[nginx]}" -v bc="${MC[bare]}" 'BEGIN {
     printf "throughput: gateway/nginx = %.2fx   gateway/bare = %.2fx   bare/nginx = %.2fx   intask/nginx = %.2fx\n", g / n, g / b, b / n, i / n;
     printf "p99 (other/gateway, >1 means gateway is faster): nginx/gateway = %.2fx   bare/gateway = %.2fx\n", np / gp, bp / gp;
+    printf "cpu/req (lower is better): gateway/nginx = %.2f   gateway/bare = %.2f\n", gc / nc, gc / bc;
+}'
+echo "paired gateway/nginx per round: $PAIRED"
+echo "$PAIRED" | tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1; if ($1 >= 1) up++} END {
+    m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2;
+    printf "paired throughput gateway/nginx: median %.2fx (min %.2fx, max %.2fx; gateway ahead in %d of %d rounds)\n", m, a[1], a[NR], up, NR
 }'

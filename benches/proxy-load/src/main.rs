@@ -24,7 +24,7 @@ use std::{convert::Infallible, net::SocketAddr};
 use bytes::Bytes;
 use gateway_layers_proxy::Proxy;
 use http::{Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Full, combinators::UnsyncBoxBody};
+use http_body_util::{BodyExt, Either, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
@@ -38,24 +38,19 @@ use hyper_util::{
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type BoxBody = UnsyncBoxBody<Bytes, BoxError>;
 
-fn boxed<B>(body: B) -> BoxBody
+/// Serves `service` with hyper's HTTP/1.1 server. Generic over the response body,
+/// so no server here boxes its responses (the example gateway's axum does).
+async fn serve<S, B>(addr: SocketAddr, service: S)
 where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    UnsyncBoxBody::new(body.map_err(Into::into))
-}
-
-async fn serve<S>(addr: SocketAddr, service: S)
-where
-    S: hyper::service::Service<Request<Incoming>, Response = Response<BoxBody>, Error = Infallible>
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
         + Sync
         + 'static,
     S::Future: Send,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
 {
     let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
     println!("listening on {addr}");
@@ -112,9 +107,9 @@ fn inproc(which: &str, n: usize) {
         tokio::spawn(serve(
             upstream,
             hyper::service::service_fn(|_req: Request<Incoming>| async {
-                Ok::<_, Infallible>(Response::new(boxed(Full::new(Bytes::from_static(
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
                     b"hello, world\n",
-                )))))
+                ))))
             }),
         ));
         let front: SocketAddr = "127.0.0.1:28081".parse().unwrap();
@@ -122,10 +117,7 @@ fn inproc(which: &str, n: usize) {
             "direct" => {}
             "gateway" => {
                 let proxy = Proxy::new([format!("http://{upstream}")]).expect("proxy");
-                let service = tower::ServiceBuilder::new()
-                    .map_response(|r: gateway_layers_proxy::ProxyResponse| r.map(boxed))
-                    .service(proxy);
-                tokio::spawn(serve(front, TowerToHyperService::new(service)));
+                tokio::spawn(serve(front, TowerToHyperService::new(proxy)));
             }
             "bare" => {
                 tokio::spawn(bare(front, upstream));
@@ -169,9 +161,9 @@ async fn bare(listen: SocketAddr, upstream: SocketAddr) {
                     .parse::<Uri>()
                     .expect("uri");
                 Ok::<_, Infallible>(match client.request(req).await {
-                    Ok(response) => response.map(boxed),
+                    Ok(response) => response.map(Either::Left),
                     Err(_) => {
-                        let mut r = Response::new(boxed(Empty::new()));
+                        let mut r = Response::new(Either::Right(Empty::new()));
                         *r.status_mut() = StatusCode::BAD_GATEWAY;
                         r
                     }
@@ -196,14 +188,14 @@ mod intask {
     use bytes::Bytes;
     use http::{Request, Response, StatusCode, Uri};
     use http_body::{Body, Frame};
-    use http_body_util::Empty;
+    use http_body_util::{Either, Empty};
     use hyper::{
         body::Incoming,
         client::conn::http1::{Connection, SendRequest},
     };
     use hyper_util::rt::TokioIo;
 
-    use super::{BoxBody, BoxError, boxed, serve};
+    use super::{BoxError, serve};
 
     type Conn = (
         SendRequest<Incoming>,
@@ -299,14 +291,14 @@ mod intask {
                     .await;
                     Ok::<_, std::convert::Infallible>(match result {
                         Some(Ok(response)) => response.map(|inner| {
-                            boxed(ConnBody {
+                            Either::Left(ConnBody {
                                 inner,
                                 conn: Some((tx, conn)),
                                 pool,
                             })
                         }),
                         _ => {
-                            let mut r: Response<BoxBody> = Response::new(boxed(Empty::new()));
+                            let mut r = Response::new(Either::Right(Empty::new()));
                             *r.status_mut() = StatusCode::BAD_GATEWAY;
                             r
                         }
@@ -353,19 +345,16 @@ fn main() {
                 serve(
                     listen,
                     hyper::service::service_fn(|_req: Request<Incoming>| async {
-                        Ok::<_, Infallible>(Response::new(boxed(Full::new(Bytes::from_static(
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
                             b"hello, world\n",
-                        )))))
+                        ))))
                     }),
                 )
                 .await;
             }
             ("gateway", Some(upstream)) => {
                 let proxy = Proxy::new([format!("http://{upstream}")]).expect("proxy");
-                let service = tower::ServiceBuilder::new()
-                    .map_response(|r: gateway_layers_proxy::ProxyResponse| r.map(boxed))
-                    .service(proxy);
-                serve(listen, TowerToHyperService::new(service)).await;
+                serve(listen, TowerToHyperService::new(proxy)).await;
             }
             ("bare", Some(upstream)) => bare(listen, upstream).await,
             ("intask", Some(upstream)) => intask::run(listen, upstream).await,
