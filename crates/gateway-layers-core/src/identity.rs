@@ -5,53 +5,94 @@ use std::{borrow::Cow, fmt, sync::Arc};
 use serde_json::{Map, Value};
 
 /// A service tier such as `free` or `premium`, used to pick rate-limit policies.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// Cloning a tier never allocates: a name given at run time is kept behind an `Arc`,
+/// so the identity an auth layer clones into every request carries it for free.
+#[derive(Clone)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(transparent))]
-pub struct Tier(Cow<'static, str>);
+#[cfg_attr(feature = "serde", serde(from = "String"))]
+pub struct Tier(Name);
+
+#[derive(Clone)]
+enum Name {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
 
 impl Tier {
     /// The `free` tier.
-    pub const FREE: Tier = Tier(Cow::Borrowed("free"));
+    pub const FREE: Tier = Tier(Name::Static("free"));
     /// The `standard` tier.
-    pub const STANDARD: Tier = Tier(Cow::Borrowed("standard"));
+    pub const STANDARD: Tier = Tier(Name::Static("standard"));
     /// The `premium` tier.
-    pub const PREMIUM: Tier = Tier(Cow::Borrowed("premium"));
+    pub const PREMIUM: Tier = Tier(Name::Static("premium"));
     /// The `enterprise` tier.
-    pub const ENTERPRISE: Tier = Tier(Cow::Borrowed("enterprise"));
+    pub const ENTERPRISE: Tier = Tier(Name::Static("enterprise"));
 
     /// A tier by name.
     pub fn new(name: impl Into<Cow<'static, str>>) -> Self {
-        Self(name.into())
+        match name.into() {
+            Cow::Borrowed(name) => Self(Name::Static(name)),
+            Cow::Owned(name) => Self(Name::Shared(name.into())),
+        }
     }
 
     /// The tier's name.
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            Name::Static(name) => name,
+            Name::Shared(name) => name,
+        }
+    }
+}
+
+impl PartialEq for Tier {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Tier {}
+
+impl std::hash::Hash for Tier {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialOrd for Tier {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Tier {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
     }
 }
 
 impl fmt::Debug for Tier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Tier({})", self.0)
+        write!(f, "Tier({})", self.as_str())
     }
 }
 
 impl fmt::Display for Tier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl From<&'static str> for Tier {
     fn from(name: &'static str) -> Self {
-        Self(Cow::Borrowed(name))
+        Self(Name::Static(name))
     }
 }
 
 impl From<String> for Tier {
     fn from(name: String) -> Self {
-        Self(Cow::Owned(name))
+        Self(Name::Shared(name.into()))
     }
 }
 
@@ -283,5 +324,19 @@ mod tests {
         assert_eq!(Tier::from(String::from("gold")).as_str(), "gold");
         let id = Identity::new().with_tier("enterprise");
         assert_eq!(id.tier(), Some(&Tier::ENTERPRISE));
+    }
+
+    #[test]
+    fn a_tier_named_at_run_time_is_the_same_key_as_a_constant() {
+        use std::collections::{BTreeMap, HashMap};
+        let runtime = Tier::new(String::from("premium"));
+        assert_eq!(runtime, Tier::PREMIUM);
+        assert_eq!(format!("{runtime:?} {runtime}"), "Tier(premium) premium");
+        let by_hash = HashMap::from([(Tier::PREMIUM, 1), (Tier::from(String::from("gold")), 2)]);
+        assert_eq!(by_hash.get(&runtime), Some(&1));
+        assert_eq!(by_hash.get(&Tier::from("gold")), Some(&2));
+        let by_order = BTreeMap::from([(Tier::FREE, 1), (runtime.clone(), 2)]);
+        assert_eq!(by_order.get(&Tier::new("premium")), Some(&2));
+        assert!(Tier::FREE < runtime, "ordered by name");
     }
 }

@@ -31,7 +31,7 @@
 //! assert!(HeaderTemplate::parse("{nope}").is_err());
 //! ```
 
-use std::{borrow::Cow, fmt};
+use std::fmt;
 
 use http::{HeaderName, HeaderValue, header::HOST};
 use serde_json::Value;
@@ -154,9 +154,8 @@ impl HeaderTemplate {
             match part {
                 Part::Literal(text) => out.extend_from_slice(text.as_bytes()),
                 other => {
-                    let value = lookup(other, request)
+                    append(other, request, &mut out)
                         .ok_or_else(|| RenderError::Missing(other.to_string().into()))?;
-                    out.extend_from_slice(&value);
                     if out.len() > crate::headers::MAX_VALUE_LEN {
                         return Err(InvalidHeaderValue::TooLong.into());
                     }
@@ -217,57 +216,53 @@ fn parse_variable(name: &str) -> Result<Part, String> {
     }
 }
 
-fn lookup<'a>(part: &Part, request: &RequestView<'a>) -> Option<Cow<'a, [u8]>> {
+/// Appends `part`'s value for `request` to `out`; `None` when the request has none.
+fn append(part: &Part, request: &RequestView<'_>, out: &mut Vec<u8>) -> Option<()> {
     let identity = || request.extensions.get::<Identity>();
+    let bytes = |out: &mut Vec<u8>, value: &[u8]| out.extend_from_slice(value);
     match part {
-        Part::Literal(_) => None,
-        Part::Header(name) => request
-            .headers
-            .get(name)
-            .map(|v| Cow::Borrowed(v.as_bytes())),
+        Part::Literal(_) => return None,
+        Part::Header(name) => bytes(out, request.headers.get(name)?.as_bytes()),
         Part::Query(name) => {
             let query = request.uri.query()?;
-            form_urlencoded::parse(query.as_bytes())
-                .find(|(key, _)| key == name.as_ref())
-                .map(|(_, value)| Cow::Owned(value.into_owned().into_bytes()))
+            let (_, value) =
+                form_urlencoded::parse(query.as_bytes()).find(|(key, _)| key == name.as_ref())?;
+            bytes(out, value.as_bytes());
         }
-        Part::Path(name) => request
-            .extensions
-            .get::<PathParams>()?
-            .get(name)
-            .map(|v| Cow::Owned(v.as_bytes().to_vec())),
+        Part::Path(name) => bytes(
+            out,
+            request
+                .extensions
+                .get::<PathParams>()?
+                .get(name)?
+                .as_bytes(),
+        ),
         Part::Claim(name) => match identity()?.claim(name)? {
-            Value::String(s) => Some(Cow::Owned(s.clone().into_bytes())),
-            Value::Null => None,
-            other => Some(Cow::Owned(other.to_string().into_bytes())),
+            Value::String(s) => bytes(out, s.as_bytes()),
+            Value::Null => return None,
+            other => bytes(out, other.to_string().as_bytes()),
         },
         Part::ClientIp => {
             let ip = match request.extensions.get::<ClientIp>() {
                 Some(ClientIp(ip)) => *ip,
                 None => peer_addr(request.extensions)?.ip(),
             };
-            let mut buf = Vec::with_capacity(39);
-            crate::headers::push_ip(&mut buf, ip);
-            Some(Cow::Owned(buf))
+            crate::headers::push_ip(out, ip);
         }
-        Part::RequestId => request
-            .headers
-            .get(&X_REQUEST_ID)
-            .map(|v| Cow::Borrowed(v.as_bytes())),
-        Part::Method => Some(Cow::Borrowed(request.method.as_str().as_bytes())),
-        Part::UriPath => Some(Cow::Borrowed(request.uri.path().as_bytes())),
-        Part::Host => request
-            .headers
-            .get(HOST)
-            .map(|v| Cow::Borrowed(v.as_bytes()))
-            .or_else(|| request.uri.host().map(|h| Cow::Borrowed(h.as_bytes()))),
-        Part::Tier => identity()?
-            .tier()
-            .map(|t| Cow::Owned(t.as_str().as_bytes().to_vec())),
-        Part::Subject => identity()?
-            .subject()
-            .map(|s| Cow::Owned(s.as_bytes().to_vec())),
+        Part::RequestId => bytes(out, request.headers.get(&X_REQUEST_ID)?.as_bytes()),
+        Part::Method => bytes(out, request.method.as_str().as_bytes()),
+        Part::UriPath => bytes(out, request.uri.path().as_bytes()),
+        Part::Host => {
+            let host = match request.headers.get(HOST) {
+                Some(value) => value.as_bytes(),
+                None => request.uri.host()?.as_bytes(),
+            };
+            bytes(out, host);
+        }
+        Part::Tier => bytes(out, identity()?.tier()?.as_str().as_bytes()),
+        Part::Subject => bytes(out, identity()?.subject()?.as_bytes()),
     }
+    Some(())
 }
 
 #[cfg(test)]
