@@ -31,6 +31,9 @@ fuzz_target!(|data: &[u8]| {
         assert!(ip.is_some());
         // A peer that is not a trusted proxy can never choose its address.
         let outsider: IpAddr = "198.51.100.7".parse().unwrap();
-        assert_eq!(resolver.resolve_uncached(&headers, outsider), Some(outsider));
+        assert_eq!(
+            resolver.resolve_uncached(&headers, outsider),
+            Some(outsider)
+        );
     }
 });
