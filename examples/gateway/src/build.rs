@@ -19,7 +19,7 @@ use gateway_layers::{
 use http::{HeaderName, Method, Request, Response};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt, util::BoxCloneSyncService};
 
-use crate::stack::{OverBoxed, Replay, Same, Untransformed, plugin};
+use crate::stack::{HeapFuture, OverBoxed, Replay, Same, Untransformed, plugin};
 use tower_http::{
     cors::{AllowOrigin, CorsLayer},
     limit::RequestBodyLimitLayer,
@@ -170,8 +170,10 @@ pub fn build(config: GatewayConfig, file: &str) -> Result<Built, LoadError> {
         // `Limited` body has no public constructor for a pass-through arm.
         let body_limit = RequestBodyLimitLayer::new(service.body_limit.unwrap_or(usize::MAX));
 
-        let stack = plugin::<Same, _, _>(breaker, proxy);
-        let stack = plugin::<Replay, _, _>(retry, stack);
+        // Boxing the futures of the two largest inner stages keeps every future above
+        // them small (see `HeapFuture`).
+        let stack = HeapFuture::new(plugin::<Same, _, _>(breaker, proxy));
+        let stack = HeapFuture::new(plugin::<Replay, _, _>(retry, stack));
         let stack = plugin::<Untransformed, _, _>(transform, stack);
         let stack = plugin::<Same, _, _>(rate_limit, stack);
         let stack = plugin::<Same, _, _>(api_key, stack);
