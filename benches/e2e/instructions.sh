@@ -86,6 +86,7 @@ count() { # variant -> instructions per request in the gateway process
         --callgrind-out-file="$WORK/cg.$variant" "$GATEWAY_BIN" --config "$WORK/$variant.yaml" \
         >"$WORK/gateway.$variant.log" 2>&1 &
     pid=$!
+    PIDS+=("$pid")   # stopped by cleanup if a step below fails
     wait_port "$GATEWAY_PORT"
     curl -fsS -o /dev/null -H "Authorization: Bearer $TOKEN" "$url?warm=[1-$WARM]" \
         || { tail -n 20 "$WORK/gateway.$variant.log" >&2; exit 1; }
@@ -109,6 +110,10 @@ if [ -n "${LAYERS:-}" ]; then
     # name | keys removed from the service
     while IFS='|' read -r name keys; do
         without $keys >"$WORK/$name.yaml"
+        # A key gateway.yaml no longer has would silently measure the full stack again.
+        if cmp -s "$WORK/full.yaml" "$WORK/$name.yaml"; then
+            echo "gateway.yaml has none of: $keys (update the list in this script)" >&2; exit 1
+        fi
         n="$(count "$name")"
         printf '  %-26s %7d instructions per request: %6d for %s\n' "without $name" "$n" $((full - n)) "$name"
     done <<'EOF'
