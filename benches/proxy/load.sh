@@ -3,6 +3,7 @@
 #
 #   bash benches/proxy/load.sh                 # defaults below
 #   DURATION=10 ROUNDS=5 CONNECTIONS=64 bash benches/proxy/load.sh
+#   HEAD_TO_HEAD=1 ROUNDS=11 bash benches/proxy/load.sh   # `Proxy` and nginx at the same time
 #
 # Builds the release binary `proxy_load` (package benches/proxy-load), then
 # starts on 127.0.0.1:
@@ -120,6 +121,45 @@ for port in $NGINX_PORT $BARE_PORT $INTASK_PORT $GATEWAY_PORT; do
     pin "$LOADGEN_CPUS" wrk -t1 -c"$CONNECTIONS" -d1s "http://127.0.0.1:$port/warm" >/dev/null
 done
 
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+
+# HEAD_TO_HEAD=1: `Proxy` and nginx loaded at the same time, each by its own wrk with
+# CONNECTIONS connections, both proxies on PROXY_CPUS. Both see the same machine at the
+# same moment, so a drift of the machine (other tenants, steal time) cancels out of
+# their ratio, which alternating runs only average. The scheduler gives the two
+# processes equal CPU time while both are busy, so the ratio of requests served is
+# about the inverse ratio of their CPU cost per request; both are printed. Sharing a
+# core also shares its caches, which alternating runs do not.
+if [ "${HEAD_TO_HEAD:-0}" = 1 ]; then
+    REQ_RATIOS="" CPU_RATIOS=""
+    for round in $(seq 1 "$ROUNDS"); do
+        gb="$(cpu_ticks $(pids_of gateway))"; nb="$(cpu_ticks $(pids_of nginx))"
+        pin "$LOADGEN_CPUS" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" "http://127.0.0.1:$GATEWAY_PORT/bench" >"$WORK/wrk.gateway" &
+        wg=$!
+        pin "$LOADGEN_CPUS" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" "http://127.0.0.1:$NGINX_PORT/bench" >"$WORK/wrk.nginx" &
+        wn=$!
+        wait "$wg" "$wn"
+        ga="$(cpu_ticks $(pids_of gateway))"; na="$(cpu_ticks $(pids_of nginx))"
+        for name in gateway nginx; do
+            if grep -q 'Non-2xx' "$WORK/wrk.$name"; then echo "$name: non-2xx responses!" >&2; cat "$WORK/wrk.$name" >&2; fi
+        done
+        g="$(awk '/requests in/ {print $1}' "$WORK/wrk.gateway")"; n="$(awk '/requests in/ {print $1}' "$WORK/wrk.nginx")"
+        read -r req cpu gc nc < <(awk -v g="$g" -v n="$n" -v gt="$((ga - gb))" -v nt="$((na - nb))" -v k="$TCK" 'BEGIN {
+            gc = gt / k * 1e6 / g; nc = nt / k * 1e6 / n; printf "%.3f %.3f %.2f %.2f\n", g / n, gc / nc, gc, nc
+        }')
+        printf 'round %d  gateway %8d req/s cpu %6.2f us/req   nginx %8d req/s cpu %6.2f us/req   requests gateway/nginx %s   cpu/req gateway/nginx %s\n' \
+            "$round" "$((g / DURATION))" "$gc" "$((n / DURATION))" "$nc" "$req" "$cpu"
+        REQ_RATIOS+="$req " CPU_RATIOS+="$cpu "
+    done
+    echo
+    echo "head to head, $ROUNDS rounds of ${DURATION}s, $CONNECTIONS connections each, both proxies on CPU(s) $PROXY_CPUS:"
+    echo "$REQ_RATIOS" | tr ' ' '\n' | grep -v '^$' | sort -g | awk -v m="$(echo "$REQ_RATIOS" | median)" '{a[NR]=$1; if ($1 >= 1) up++} END {
+        printf "  requests served gateway/nginx: median %.3fx (min %.3fx, max %.3fx; gateway ahead in %d of %d rounds)\n", m, a[1], a[NR], up + 0, NR }'
+    echo "$CPU_RATIOS" | tr ' ' '\n' | grep -v '^$' | sort -g | awk -v m="$(echo "$CPU_RATIOS" | median)" '{a[NR]=$1} END {
+        printf "  cpu per request gateway/nginx (lower is better): median %.3f (min %.3f, max %.3f)\n", m, a[1], a[NR] }'
+    exit 0
+fi
+
 # Order: odd rounds nginx, gateway, bare, intask; even rounds the reverse, so nginx
 # and gateway always run next to each other and a slow drift of the machine favours
 # neither. Each round also gives a paired ratio gateway/nginx (two adjacent runs);
@@ -141,7 +181,6 @@ for round in $(seq 1 "$ROUNDS"); do
     PAIRED+="$(awk -v g="${THIS[gateway]}" -v n="${THIS[nginx]}" 'BEGIN {printf "%.3f", g / n}') "
 done
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 declare -A MR MP MC
 for name in nginx bare intask gateway; do
     MR[$name]="$(echo "${RPS[$name]}" | median)"
