@@ -144,6 +144,11 @@ if [ "${HEAD_TO_HEAD:-0}" = 1 ]; then
             if grep -q 'Non-2xx' "$WORK/wrk.$name"; then echo "$name: non-2xx responses!" >&2; cat "$WORK/wrk.$name" >&2; fi
         done
         g="$(awk '/requests in/ {print $1}' "$WORK/wrk.gateway")"; n="$(awk '/requests in/ {print $1}' "$WORK/wrk.nginx")"
+        if [ -z "$g" ] || [ -z "$n" ] || [ "$g" -eq 0 ] || [ "$n" -eq 0 ] || [ "$((ga - gb))" -eq 0 ] || [ "$((na - nb))" -eq 0 ]; then
+            echo "round $round: a proxy served no requests or used no CPU; wrk printed:" >&2
+            cat "$WORK/wrk.gateway" "$WORK/wrk.nginx" >&2
+            exit 1
+        fi
         read -r req cpu gc nc < <(awk -v g="$g" -v n="$n" -v gt="$((ga - gb))" -v nt="$((na - nb))" -v k="$TCK" 'BEGIN {
             gc = gt / k * 1e6 / g; nc = nt / k * 1e6 / n; printf "%.3f %.3f %.2f %.2f\n", g / n, gc / nc, gc, nc
         }')
