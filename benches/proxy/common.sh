@@ -10,15 +10,25 @@
 #
 # Waits up to 30 s for 127.0.0.1:PORT to accept; else prints $WORK/*.log and exits.
 #
-#   cpu_ticks PID...
+#   cpu_ticks PID...      user_ticks PID...
 #
 # CPU time (user + system, all threads, in clock ticks of `getconf CLK_TCK`) the
 # processes have used: on a shared machine the CPU cost per request is steadier than
-# req/s, which depends on the CPU share each process gets.
+# req/s, which depends on the CPU share each process gets. user_ticks: user time only.
 cpu_ticks() {
     local total=0 pid t
     for pid in "$@"; do
         t="$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13}')"
+        total=$((total + ${t:-0}))
+    done
+    echo "$total"
+}
+
+# user_ticks PID...: the user-space part of cpu_ticks (the rest is the kernel's).
+user_ticks() {
+    local total=0 pid t
+    for pid in "$@"; do
+        t="$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12}')"
         total=$((total + ${t:-0}))
     done
     echo "$total"

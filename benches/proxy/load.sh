@@ -71,7 +71,7 @@ WORK="$(mktemp -d)"
 PIDS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+    kill "$(cat "$WORK/nginx.pid" 2>/dev/null)" 2>/dev/null || true
     wait 2>/dev/null || true
     rm -rf "$WORK"
 }
@@ -128,18 +128,21 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR%2)
 # same moment, so a drift of the machine (other tenants, steal time) cancels out of
 # their ratio, which alternating runs only average. The scheduler gives the two
 # processes equal CPU time while both are busy, so the ratio of requests served is
-# about the inverse ratio of their CPU cost per request; both are printed. Sharing a
-# core also shares its caches, which alternating runs do not.
+# about the inverse ratio of their CPU cost per request; both are printed, with the
+# ratio of p99 latencies, and at the end each proxy's user and kernel time per
+# request. Sharing a core also shares its caches, which alternating runs do not.
 if [ "${HEAD_TO_HEAD:-0}" = 1 ]; then
-    REQ_RATIOS="" CPU_RATIOS=""
+    REQ_RATIOS="" CPU_RATIOS="" P99_RATIOS="" GU="" NU="" GC="" NC=""
     for round in $(seq 1 "$ROUNDS"); do
         gb="$(cpu_ticks $(pids_of gateway))"; nb="$(cpu_ticks $(pids_of nginx))"
-        pin "$LOADGEN_CPUS" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" "http://127.0.0.1:$GATEWAY_PORT/bench" >"$WORK/wrk.gateway" &
+        gub="$(user_ticks $(pids_of gateway))"; nub="$(user_ticks $(pids_of nginx))"
+        pin "$LOADGEN_CPUS" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$GATEWAY_PORT/bench" >"$WORK/wrk.gateway" &
         wg=$!
-        pin "$LOADGEN_CPUS" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" "http://127.0.0.1:$NGINX_PORT/bench" >"$WORK/wrk.nginx" &
+        pin "$LOADGEN_CPUS" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$NGINX_PORT/bench" >"$WORK/wrk.nginx" &
         wn=$!
         wait "$wg" "$wn"
         ga="$(cpu_ticks $(pids_of gateway))"; na="$(cpu_ticks $(pids_of nginx))"
+        gua="$(user_ticks $(pids_of gateway))"; nua="$(user_ticks $(pids_of nginx))"
         for name in gateway nginx; do
             if grep -q 'Non-2xx' "$WORK/wrk.$name"; then echo "$name: non-2xx responses!" >&2; cat "$WORK/wrk.$name" >&2; fi
         done
@@ -149,12 +152,16 @@ if [ "${HEAD_TO_HEAD:-0}" = 1 ]; then
             cat "$WORK/wrk.gateway" "$WORK/wrk.nginx" >&2
             exit 1
         fi
-        read -r req cpu gc nc < <(awk -v g="$g" -v n="$n" -v gt="$((ga - gb))" -v nt="$((na - nb))" -v k="$TCK" 'BEGIN {
-            gc = gt / k * 1e6 / g; nc = nt / k * 1e6 / n; printf "%.3f %.3f %.2f %.2f\n", g / n, gc / nc, gc, nc
+        gp="$(to_us "$(awk '$1 == "99%" {print $2}' "$WORK/wrk.gateway")")"; np="$(to_us "$(awk '$1 == "99%" {print $2}' "$WORK/wrk.nginx")")"
+        read -r req cpu gc nc p99 < <(awk -v g="$g" -v n="$n" -v gt="$((ga - gb))" -v nt="$((na - nb))" -v k="$TCK" -v gp="$gp" -v np="$np" 'BEGIN {
+            gc = gt / k * 1e6 / g; nc = nt / k * 1e6 / n; printf "%.3f %.3f %.2f %.2f %.3f\n", g / n, gc / nc, gc, nc, np / gp
         }')
-        printf 'round %d  gateway %8d req/s cpu %6.2f us/req   nginx %8d req/s cpu %6.2f us/req   requests gateway/nginx %s   cpu/req gateway/nginx %s\n' \
-            "$round" "$((g / DURATION))" "$gc" "$((n / DURATION))" "$nc" "$req" "$cpu"
-        REQ_RATIOS+="$req " CPU_RATIOS+="$cpu "
+        printf 'round %d  gateway %6d req/s %5.2f us/req p99 %5.0f us   nginx %6d req/s %5.2f us/req p99 %5.0f us   requests %s   cpu/req %s   p99 nginx/gateway %s\n' \
+            "$round" "$((g / DURATION))" "$gc" "$gp" "$((n / DURATION))" "$nc" "$np" "$req" "$cpu" "$p99"
+        REQ_RATIOS+="$req " CPU_RATIOS+="$cpu " P99_RATIOS+="$p99 "
+        GU+="$(awk -v t="$((gua - gub))" -v k="$TCK" -v r="$g" 'BEGIN {printf "%.2f", t / k * 1e6 / r}') "
+        NU+="$(awk -v t="$((nua - nub))" -v k="$TCK" -v r="$n" 'BEGIN {printf "%.2f", t / k * 1e6 / r}') "
+        GC+="$gc " NC+="$nc "
     done
     echo
     echo "head to head, $ROUNDS rounds of ${DURATION}s, $CONNECTIONS connections each, both proxies on CPU(s) $PROXY_CPUS:"
@@ -162,6 +169,11 @@ if [ "${HEAD_TO_HEAD:-0}" = 1 ]; then
         printf "  requests served gateway/nginx: median %.3fx (min %.3fx, max %.3fx; gateway ahead in %d of %d rounds)\n", m, a[1], a[NR], up + 0, NR }'
     echo "$CPU_RATIOS" | tr ' ' '\n' | grep -v '^$' | sort -g | awk -v m="$(echo "$CPU_RATIOS" | median)" '{a[NR]=$1} END {
         printf "  cpu per request gateway/nginx (lower is better): median %.3f (min %.3f, max %.3f)\n", m, a[1], a[NR] }'
+    # Where the CPU time goes (median over rounds; clock ticks, so coarse per round).
+    awk -v gc="$(echo "$GC" | median)" -v gu="$(echo "$GU" | median)" -v nc="$(echo "$NC" | median)" -v nu="$(echo "$NU" | median)" 'BEGIN {
+        printf "  cpu per request (median): gateway %.2f us (user %.2f, kernel %.2f)   nginx %.2f us (user %.2f, kernel %.2f)\n", gc, gu, gc - gu, nc, nu, nc - nu }'
+    echo "$P99_RATIOS" | tr ' ' '\n' | grep -v '^$' | sort -g | awk -v m="$(echo "$P99_RATIOS" | median)" '{a[NR]=$1; if ($1 >= 1) up++} END {
+        printf "  p99 nginx/gateway (>1 means gateway is faster): median %.3fx (min %.3fx, max %.3fx; gateway faster in %d of %d rounds)\n", m, a[1], a[NR], up + 0, NR }'
     exit 0
 fi
 
