@@ -15,24 +15,16 @@
 # CPU time (user + system, all threads, in clock ticks of `getconf CLK_TCK`) the
 # processes have used: on a shared machine the CPU cost per request is steadier than
 # req/s, which depends on the CPU share each process gets. user_ticks: user time only.
-cpu_ticks() {
+proc_ticks() { # proc_ticks AWK_EXPR PID...: the sum of AWK_EXPR over /proc/PID/stat
     local total=0 pid t
-    for pid in "$@"; do
-        t="$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13}')"
+    for pid in "${@:2}"; do
+        t="$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk "{print $1}")"
         total=$((total + ${t:-0}))
     done
     echo "$total"
 }
-
-# user_ticks PID...: the user-space part of cpu_ticks (the rest is the kernel's).
-user_ticks() {
-    local total=0 pid t
-    for pid in "$@"; do
-        t="$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12}')"
-        total=$((total + ${t:-0}))
-    done
-    echo "$total"
-}
+cpu_ticks() { proc_ticks '$12 + $13' "$@"; }
+user_ticks() { proc_ticks '$12' "$@"; }
 
 wait_port() {
     for _ in $(seq 1 300); do
