@@ -132,7 +132,7 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR%2)
 # ratio of p99 latencies, and at the end each proxy's user and kernel time per
 # request. Sharing a core also shares its caches, which alternating runs do not.
 if [ "${HEAD_TO_HEAD:-0}" = 1 ]; then
-    REQ_RATIOS="" CPU_RATIOS="" P99_RATIOS="" GU="" NU="" GC="" NC=""
+    REQ_RATIOS="" CPU_RATIOS="" P99_RATIOS="" GU="" NU="" GK="" NK="" GC="" NC=""
     for round in $(seq 1 "$ROUNDS"); do
         gb="$(cpu_ticks $(pids_of gateway))"; nb="$(cpu_ticks $(pids_of nginx))"
         gub="$(user_ticks $(pids_of gateway))"; nub="$(user_ticks $(pids_of nginx))"
@@ -153,6 +153,11 @@ if [ "${HEAD_TO_HEAD:-0}" = 1 ]; then
             exit 1
         fi
         gp="$(to_us "$(awk '$1 == "99%" {print $2}' "$WORK/wrk.gateway")")"; np="$(to_us "$(awk '$1 == "99%" {print $2}' "$WORK/wrk.nginx")")"
+        if ! awk -v a="$gp" -v b="$np" 'BEGIN { exit !(a > 0 && b > 0) }'; then
+            echo "round $round: wrk printed no p99; its output:" >&2
+            cat "$WORK/wrk.gateway" "$WORK/wrk.nginx" >&2
+            exit 1
+        fi
         read -r req cpu gc nc p99 < <(awk -v g="$g" -v n="$n" -v gt="$((ga - gb))" -v nt="$((na - nb))" -v k="$TCK" -v gp="$gp" -v np="$np" 'BEGIN {
             gc = gt / k * 1e6 / g; nc = nt / k * 1e6 / n; printf "%.3f %.3f %.2f %.2f %.3f\n", g / n, gc / nc, gc, nc, np / gp
         }')
@@ -161,6 +166,8 @@ if [ "${HEAD_TO_HEAD:-0}" = 1 ]; then
         REQ_RATIOS+="$req " CPU_RATIOS+="$cpu " P99_RATIOS+="$p99 "
         GU+="$(awk -v t="$((gua - gub))" -v k="$TCK" -v r="$g" 'BEGIN {printf "%.2f", t / k * 1e6 / r}') "
         NU+="$(awk -v t="$((nua - nub))" -v k="$TCK" -v r="$n" 'BEGIN {printf "%.2f", t / k * 1e6 / r}') "
+        GK+="$(awk -v t="$((ga - gb - gua + gub))" -v k="$TCK" -v r="$g" 'BEGIN {printf "%.2f", t / k * 1e6 / r}') "
+        NK+="$(awk -v t="$((na - nb - nua + nub))" -v k="$TCK" -v r="$n" 'BEGIN {printf "%.2f", t / k * 1e6 / r}') "
         GC+="$gc " NC+="$nc "
     done
     echo
@@ -169,9 +176,11 @@ if [ "${HEAD_TO_HEAD:-0}" = 1 ]; then
         printf "  requests served gateway/nginx: median %.3fx (min %.3fx, max %.3fx; gateway ahead in %d of %d rounds)\n", m, a[1], a[NR], up + 0, NR }'
     echo "$CPU_RATIOS" | tr ' ' '\n' | grep -v '^$' | sort -g | awk -v m="$(echo "$CPU_RATIOS" | median)" '{a[NR]=$1} END {
         printf "  cpu per request gateway/nginx (lower is better): median %.3f (min %.3f, max %.3f)\n", m, a[1], a[NR] }'
-    # Where the CPU time goes (median over rounds; clock ticks, so coarse per round).
-    awk -v gc="$(echo "$GC" | median)" -v gu="$(echo "$GU" | median)" -v nc="$(echo "$NC" | median)" -v nu="$(echo "$NU" | median)" 'BEGIN {
-        printf "  cpu per request (median): gateway %.2f us (user %.2f, kernel %.2f)   nginx %.2f us (user %.2f, kernel %.2f)\n", gc, gu, gc - gu, nc, nu, nc - nu }'
+    # Where the CPU time goes (each a median over the rounds; clock ticks, so coarse
+    # per round).
+    awk -v gc="$(echo "$GC" | median)" -v gu="$(echo "$GU" | median)" -v gk="$(echo "$GK" | median)" \
+        -v nc="$(echo "$NC" | median)" -v nu="$(echo "$NU" | median)" -v nk="$(echo "$NK" | median)" 'BEGIN {
+        printf "  cpu per request (medians): gateway %.2f us (user %.2f, kernel %.2f)   nginx %.2f us (user %.2f, kernel %.2f)\n", gc, gu, gk, nc, nu, nk }'
     echo "$P99_RATIOS" | tr ' ' '\n' | grep -v '^$' | sort -g | awk -v m="$(echo "$P99_RATIOS" | median)" '{a[NR]=$1; if ($1 >= 1) up++} END {
         printf "  p99 nginx/gateway (>1 means gateway is faster): median %.3fx (min %.3fx, max %.3fx; gateway faster in %d of %d rounds)\n", m, a[1], a[NR], up + 0, NR }'
     exit 0
